@@ -1,0 +1,516 @@
+"""The ModelDeployment API: what users write (spec) and what Canaria reports (status).
+
+These pydantic models are the single source of truth: the CRD's openAPIV3Schema (with its descriptions
+and CEL rules) is generated from them by `canaria.crd`, and the operator parses every resource through
+them, so the API server and the operator reject the same input with the same words.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic.alias_generators import to_camel
+
+from canaria.durations import DURATION_PATTERN, parse_duration
+from canaria.templating import TEMPLATE_VARIABLES, check_template
+
+DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+HISTORY_LIMIT = 50
+MAX_STEPS = 20
+MAX_METRICS = 20
+
+# A query may contain "{" (PromQL label matchers) but every "{{" must open a documented variable.
+# RE2 has no look-ahead, so the rule is spelled as "each character is plain, a lone brace, or a whole
+# placeholder"; the operator's own check (canaria.templating) names the offending variable.
+QUERY_TEMPLATE_RE = r"^([^{]|\{([^{]|$)|\{\{\s*(" + "|".join(TEMPLATE_VARIABLES) + r")\s*\}\})*$"
+
+
+def _check_duration(value: str) -> str:
+    parse_duration(value)
+    return value
+
+
+def _check_dns_label(value: str) -> str:
+    if not re.fullmatch(DNS_LABEL, value):
+        raise ValueError(
+            f"{value!r} is not a DNS label: lower-case letters, digits and '-', starting and ending "
+            "with a letter or digit"
+        )
+    return value
+
+
+# The schema carries the patterns (the API server enforces them); the validators give the operator's
+# own, friendlier message instead of a regular expression.
+Duration = Annotated[
+    str, Field(json_schema_extra={"pattern": DURATION_PATTERN}), AfterValidator(_check_duration)
+]
+DnsLabel = Annotated[
+    str, Field(max_length=63, json_schema_extra={"pattern": DNS_LABEL}), AfterValidator(_check_dns_label)
+]
+
+
+def cel(rule: str, message: str, field_path: str | None = None) -> dict[str, str]:
+    """One `x-kubernetes-validations` entry; fieldPath makes the API server name the field at fault."""
+    entry = {"rule": rule, "message": message}
+    if field_path:
+        entry["fieldPath"] = field_path
+    return entry
+
+
+def validations(*rules: dict[str, str]) -> dict[str, Any]:
+    return {"x-kubernetes-validations": list(rules)}
+
+
+class CamelModel(BaseModel):
+    """Python names in snake_case, the resource in camelCase, unknown fields rejected (typos are errors)."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
+
+    def dump(self) -> dict[str, Any]:
+        """The resource form: camelCase keys, unset optional fields left out."""
+        return self.model_dump(by_alias=True, exclude_none=True, mode="json")
+
+
+# --------------------------------------------------------------------------------------------- spec
+
+
+class Lineage(CamelModel):
+    """Where a model version comes from, so that "what is serving now" has a full answer."""
+
+    code_commit: str | None = Field(None, description="Commit of the training code.")
+    dataset: str | None = Field(None, description="Dataset or snapshot the version was trained on.")
+    training_run: str | None = Field(None, description="Training run or experiment ID.")
+    feature_schema: str | None = Field(None, description="Version of the feature schema it expects.")
+
+
+class ModelInfo(CamelModel):
+    """The model version that should serve; a new `version` starts a rollout."""
+
+    name: DnsLabel = Field(description="Model name (a DNS label).")
+    version: DnsLabel = Field(
+        description="Immutable model version ID (a DNS label); changing it starts a canary rollout.",
+        max_length=40,
+    )
+    uri: str = Field(
+        description="Where the server loads the model from; injected as MODEL_URI.", min_length=1
+    )
+    lineage: Lineage | None = Field(None, description="Code, data and run this version was built from.")
+    evaluation: dict[str, float] | None = Field(
+        None, description="Offline evaluation metrics of this version (e.g. auc), checked by gates."
+    )
+    owner: str | None = Field(None, description="Who decides during an incident; named in Warning Events.")
+    intended_use: str | None = Field(None, description="What this model is meant to be used for.")
+
+
+class ServiceSpec(CamelModel):
+    """The Service in front of every version of the model."""
+
+    port: int = Field(80, ge=1, le=65535, description="Port the Service exposes.")
+    target_port: int = Field(8080, ge=1, le=65535, description="Container port of the model server.")
+
+
+THRESHOLD_RULES = (
+    cel("has(self.min) || has(self.max)", "set min, max or both"),
+    cel("!has(self.min) || !has(self.max) || self.min <= self.max", "min must not exceed max"),
+)
+
+
+class Threshold(CamelModel):
+    """A bound on a number: at least one of min and max."""
+
+    model_config = ConfigDict(json_schema_extra=validations(*THRESHOLD_RULES))
+
+    min: float | None = Field(None, description="Lowest acceptable value (inclusive).")
+    max: float | None = Field(None, description="Highest acceptable value (inclusive).")
+
+    @model_validator(mode="after")
+    def _bounds(self) -> Threshold:
+        if self.min is None and self.max is None:
+            raise ValueError("set min, max or both")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"min ({self.min}) must not exceed max ({self.max})")
+        return self
+
+    def verdict(self, value: float) -> bool:
+        """True when value lies inside the bounds."""
+        return (self.min is None or value >= self.min) and (self.max is None or value <= self.max)
+
+    def describe(self) -> str:
+        parts = [
+            f">= {self.min:g}" if self.min is not None else "",
+            f"<= {self.max:g}" if self.max is not None else "",
+        ]
+        return " and ".join(p for p in parts if p)
+
+
+class Gate(Threshold):
+    """A pre-deploy check on the candidate's offline evaluation: it must hold before traffic moves."""
+
+    metric: str = Field(description="Key in spec.model.evaluation.", min_length=1)
+
+
+class Step(CamelModel):
+    """One canary stage: a traffic weight, held for a pause or until a manual promote."""
+
+    model_config = ConfigDict(
+        json_schema_extra=validations(
+            cel(
+                "!(has(self.pause) && has(self.manual) && self.manual)",
+                "a step waits for a pause duration or for a manual promote, not both",
+            )
+        )
+    )
+
+    weight: int = Field(ge=1, le=100, description="Percent of replicas (and so traffic) on the canary.")
+    pause: Duration | None = Field(
+        None,
+        description="How long the step holds once the canary is ready, e.g. 5m. Omit to advance after one passing analysis.",
+    )
+    manual: bool | None = Field(None, description="Hold the step until `canaria promote`.")
+
+    @model_validator(mode="after")
+    def _pause_or_manual(self) -> Step:
+        if self.pause is not None and self.manual:
+            raise ValueError("a step waits for a pause duration or for a manual promote, not both")
+        return self
+
+    @property
+    def pause_seconds(self) -> float:
+        return parse_duration(self.pause) if self.pause else 0.0
+
+
+class Metric(Threshold):
+    """A Prometheus health query checked at every analysis interval."""
+
+    model_config = ConfigDict(
+        json_schema_extra=validations(
+            *THRESHOLD_RULES,
+            cel(
+                f"self.query.matches('{QUERY_TEMPLATE_RE.replace(chr(92), chr(92) * 2)}')",
+                "query uses a template variable that is not one of: " + ", ".join(TEMPLATE_VARIABLES),
+                ".query",
+            ),
+        )
+    )
+
+    name: DnsLabel = Field(description="Metric name, unique in the analysis.")
+    query: str = Field(
+        min_length=1,
+        max_length=4096,
+        description="PromQL template; may use {{name}}, {{namespace}}, {{service}}, {{version}}, "
+        "{{stableVersion}}, {{canaryWeight}}, {{interval}}.",
+    )
+    aggregate: Literal["sum", "avg", "min", "max"] | None = Field(
+        None, description="How to reduce several series to one value; without it several series are an error."
+    )
+    dry_run: bool | None = Field(None, description="Record the result but never gate on it.")
+
+    @field_validator("query")
+    @classmethod
+    def _known_variables(cls, query: str) -> str:
+        check_template(query)
+        return query
+
+
+class Analysis(CamelModel):
+    """How often the canary is checked and how many bad checks are tolerated."""
+
+    interval: Duration = Field("1m", description="Time between analysis runs.")
+    failure_limit: int = Field(
+        0, ge=0, le=100, description="Failed runs tolerated in a row; one more reverts the canary."
+    )
+    inconclusive_limit: int = Field(
+        2, ge=0, le=100, description="Inconclusive runs (no data, NaN, Prometheus down) tolerated in a row."
+    )
+    on_inconclusive: Literal["revert", "pause"] = Field(
+        "revert", description="Past the inconclusive limit: revert, or pause for a person. Never promotes."
+    )
+    metrics: list[Metric] = Field(
+        default_factory=list,
+        max_length=MAX_METRICS,
+        description="Health queries.",
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
+    )
+
+    @field_validator("metrics")
+    @classmethod
+    def _unique_names(cls, metrics: list[Metric]) -> list[Metric]:
+        names = [m.name for m in metrics]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"duplicate metric name(s): {', '.join(duplicates)}")
+        return metrics
+
+    @property
+    def interval_seconds(self) -> float:
+        return parse_duration(self.interval)
+
+
+class ReplicaRouting(CamelModel):
+    """Route by replica ratio: one Service over every version, weight = share of replicas."""
+
+
+class TrafficRouting(CamelModel):
+    """How traffic is split between versions."""
+
+    replicas: ReplicaRouting | None = Field(
+        None, description="Split by replica ratio behind one Service (the default, needs no mesh)."
+    )
+
+
+def _default_steps() -> list[Step]:
+    return [Step(weight=100)]
+
+
+class Rollout(CamelModel):
+    """How a new version earns its traffic."""
+
+    steps: list[Step] = Field(
+        default_factory=_default_steps,
+        min_length=1,
+        max_length=MAX_STEPS,
+        description="Canary stages with strictly increasing weights; after the last, the canary is promoted.",
+        json_schema_extra=validations(
+            cel(
+                "self.map(s, s.weight).isSorted() && self.all(a, self.exists_one(b, b.weight == a.weight))",
+                "step weights must be strictly increasing",
+            )
+        ),
+    )
+    analysis: Analysis = Field(default_factory=Analysis, description="Health checks of the canary.")
+    bake: Duration | None = Field(
+        None,
+        description="After promotion, keep analysing this long; a failure reverts to the previous version.",
+    )
+    progress_deadline: Duration = Field(
+        "10m", description="How long a canary may take to become ready at a step before it is reverted."
+    )
+    traffic_routing: TrafficRouting | None = Field(None, description="Traffic split; default: replica ratio.")
+
+    @field_validator("steps")
+    @classmethod
+    def _increasing(cls, steps: list[Step]) -> list[Step]:
+        weights = [s.weight for s in steps]
+        for before, after in itertools.pairwise(weights):
+            if after <= before:
+                raise ValueError(f"step weights must be strictly increasing, got {weights}")
+        return steps
+
+    @property
+    def bake_seconds(self) -> float:
+        return parse_duration(self.bake) if self.bake else 0.0
+
+    @property
+    def progress_deadline_seconds(self) -> float:
+        return parse_duration(self.progress_deadline)
+
+
+class SecretKeyRef(CamelModel):
+    """A key of a Secret in the ModelDeployment's namespace."""
+
+    name: str = Field(description="Secret name.", min_length=1)
+    key: str = Field(description="Key in the Secret's data.", min_length=1)
+
+
+class PrometheusTLS(CamelModel):
+    """TLS to Prometheus; verification is on unless switched off explicitly."""
+
+    insecure_skip_verify: bool = Field(False, description="Do not verify the server certificate.")
+    ca_secret_ref: SecretKeyRef | None = Field(None, description="CA bundle (PEM) to verify the server with.")
+
+
+class PrometheusSpec(CamelModel):
+    """Where the health queries run."""
+
+    address: str | None = Field(
+        None,
+        pattern=r"^https?://",
+        description="Prometheus base URL; default: the operator's --prometheus-address.",
+    )
+    timeout: Duration = Field("10s", description="Per-query timeout.")
+    bearer_token_secret_ref: SecretKeyRef | None = Field(None, description="Bearer token for Prometheus.")
+    tls: PrometheusTLS | None = Field(None, description="TLS options.")
+
+
+def _check_template(template: dict[str, Any]) -> dict[str, Any]:
+    containers = (template.get("spec") or {}).get("containers")
+    if not isinstance(containers, list) or not containers:
+        raise ValueError("template.spec.containers must list at least one container")
+    return template
+
+
+class ModelDeploymentSpec(CamelModel):
+    """Which model version should serve, and how a new version earns its traffic."""
+
+    model: ModelInfo = Field(description="The model version that should serve.")
+    template: Annotated[dict[str, Any], AfterValidator(_check_template)] = Field(
+        description="PodTemplateSpec of the model server (image, ports, probes, resources).",
+        json_schema_extra={"x-kubernetes-preserve-unknown-fields": True},
+    )
+    replicas: int = Field(1, ge=0, le=1000, description="Replicas of the serving version.")
+    service: ServiceSpec = Field(default_factory=ServiceSpec, description="The Service over every version.")
+    gates: list[Gate] = Field(
+        default_factory=list, max_length=MAX_METRICS, description="Pre-deploy checks on model.evaluation."
+    )
+    rollout: Rollout = Field(default_factory=Rollout, description="Canary steps, analysis and bake.")
+    prometheus: PrometheusSpec = Field(default_factory=PrometheusSpec, description="Prometheus connection.")
+    paused: bool = Field(False, description="Hold the rollout where it is (analysis keeps running).")
+
+
+# ------------------------------------------------------------------------------------------- status
+
+
+class Phase(StrEnum):
+    PENDING = "Pending"
+    GATING = "Gating"
+    PROGRESSING = "Progressing"
+    PAUSED = "Paused"
+    BAKING = "Baking"
+    HEALTHY = "Healthy"
+    REVERTED = "Reverted"
+    FAILED = "Failed"
+
+
+class Verdict(StrEnum):
+    PASS = "Pass"
+    FAIL = "Fail"
+    INCONCLUSIVE = "Inconclusive"
+    ERROR = "Error"  # the query itself is wrong (e.g. a PromQL syntax error): fail fast
+
+
+class VersionRef(CamelModel):
+    """A model version as it was deployed, with its lineage for traceability."""
+
+    version: str = Field(description="Model version.")
+    uri: str = Field(description="Model URI.")
+    lineage: Lineage | None = Field(None, description="Lineage recorded when it was deployed.")
+    since: datetime | None = Field(None, description="When it took this role.")
+
+
+class CanaryStatus(VersionRef):
+    """The version being rolled out and where it stands."""
+
+    step: int = Field(0, ge=0, description="Index of the current step in spec.rollout.steps.")
+    weight: int = Field(0, ge=0, le=100, description="Weight of the current step.")
+    step_started_at: datetime | None = Field(None, description="When the current step began.")
+    ready_at: datetime | None = Field(None, description="When the canary became ready at this step.")
+
+
+class Rejection(CamelModel):
+    """A version that was reverted or refused; it is not rolled out again until `retry` or a new version."""
+
+    version: str = Field(description="The rejected version (still named by the spec, possibly).")
+    reason: str = Field(description="CamelCase reason, e.g. AnalysisFailed.")
+    message: str = Field(description="What failed, with values.")
+    at: datetime = Field(description="When.")
+
+
+class MetricResult(CamelModel):
+    """One metric of one analysis run."""
+
+    name: str = Field(description="Metric name.")
+    verdict: Verdict = Field(description="Pass, Fail, Inconclusive or Error.")
+    value: float | None = Field(None, description="Observed value (absent when there was none).")
+    min: float | None = Field(None, description="Lower bound.")
+    max: float | None = Field(None, description="Upper bound.")
+    reason: str | None = Field(None, description="Why it is not a plain pass/fail (no data, error, ...).")
+    query: str | None = Field(None, description="The rendered query that ran.")
+    dry_run: bool | None = Field(None, description="Recorded, not gating.")
+    at: datetime | None = Field(None, description="When it ran.")
+
+    def describe(self) -> str:
+        bound = Threshold.model_construct(min=self.min, max=self.max).describe()
+        shown = f"{self.value:.6g}" if self.value is not None else "no value"
+        extra = f" ({self.reason})" if self.reason else ""
+        return f"{self.name}={shown} [{bound}] {self.verdict.value}{extra}"
+
+
+class AnalysisStatus(CamelModel):
+    """Consecutive bad runs and the latest results."""
+
+    failures: int = Field(0, ge=0, description="Failed runs since the last passing one.")
+    inconclusive: int = Field(0, ge=0, description="Inconclusive runs since the last passing one.")
+    last_run_at: datetime | None = Field(None, description="When the latest run finished.")
+    verdict: Verdict | None = Field(None, description="Verdict of the latest run.")
+    results: list[MetricResult] = Field(
+        default_factory=list, description="Per-metric results of the latest run."
+    )
+
+
+class Condition(CamelModel):
+    """Kubernetes condition convention."""
+
+    type: str = Field(description="Ready, Progressing or Healthy.")
+    status: Literal["True", "False", "Unknown"] = Field(description="True, False or Unknown.")
+    reason: str = Field(description="CamelCase reason.")
+    message: str = Field("", description="Human-readable detail.")
+    last_transition_time: datetime | None = Field(None, description="When status last changed.")
+    observed_generation: int | None = Field(None, description="Generation this condition describes.")
+
+
+class HistoryEntry(CamelModel):
+    """One transition in the audit trail."""
+
+    seq: int = Field(ge=1, description="Transition number, increasing; names the matching Event.")
+    time: datetime = Field(description="When.")
+    from_phase: str | None = Field(None, alias="from", description="Phase before.")
+    to_phase: str = Field(alias="to", description="Phase after.")
+    reason: str = Field(description="CamelCase reason (also the Event's).")
+    version: str | None = Field(None, description="Model version concerned.")
+    message: str = Field("", description="What happened, with values.")
+    user: str | None = Field(None, description="Who asked for it, when a person did.")
+    change_reason: str | None = Field(None, description="canaria.dev/change-reason of the spec change.")
+
+
+class CommandRecord(CamelModel):
+    """The last day-2 command handled, so that a command is carried out once."""
+
+    id: str = Field(description="Command ID (nonce).")
+    action: str = Field(description="promote, abort, pause, resume or retry.")
+    user: str | None = Field(None, description="Who issued it.")
+    reason: str | None = Field(None, description="Why.")
+    at: datetime | None = Field(None, description="When it was handled.")
+    result: str | None = Field(None, description="What it did, or why it did nothing.")
+
+
+class ModelDeploymentStatus(CamelModel):
+    """What Canaria observed and did; the operator's only state."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    phase: Phase | None = Field(
+        None, description="Pending, Gating, Progressing, Paused, Baking, Healthy, Reverted, Failed."
+    )
+    message: str | None = Field(None, description="What is happening and what happens next.")
+    observed_generation: int | None = Field(None, description="Spec generation last acted on.")
+    stable: VersionRef | None = Field(None, description="The version serving now.")
+    canary: CanaryStatus | None = Field(None, description="The version being rolled out.")
+    last_known_good: VersionRef | None = Field(None, description="Version a revert goes back to.")
+    rejected: Rejection | None = Field(
+        None, description="Version reverted or refused, not retried automatically."
+    )
+    bake_started_at: datetime | None = Field(None, description="When the current bake began.")
+    control_paused: bool | None = Field(None, description="Paused by `canaria pause` (not by the spec).")
+    analysis: AnalysisStatus = Field(
+        default_factory=AnalysisStatus, description="Analysis counters and results."
+    )
+    last_command: CommandRecord | None = Field(None, description="Last day-2 command handled.")
+    conditions: list[Condition] = Field(default_factory=list, description="Ready, Progressing, Healthy.")
+    history: list[HistoryEntry] = Field(
+        default_factory=list, max_length=HISTORY_LIMIT, description=f"Last {HISTORY_LIMIT} transitions."
+    )
+
+
+class ModelDeployment(BaseModel):
+    """The whole resource as the operator reads it."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    spec: ModelDeploymentSpec
+    status: ModelDeploymentStatus = Field(default_factory=ModelDeploymentStatus)

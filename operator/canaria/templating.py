@@ -1,0 +1,49 @@
+"""Query templates: `{{variable}}` placeholders filled with the rollout's facts.
+
+Only documented variables are allowed so that a typo is an error at admission time rather than a
+query that silently matches nothing (which would read as "no data" during a rollout).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+
+TEMPLATE_VARIABLES: tuple[str, ...] = (
+    "name",
+    "namespace",
+    "service",
+    "version",
+    "stableVersion",
+    "canaryWeight",
+    "interval",
+)
+
+_PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
+
+
+def template_variables(template: str) -> list[str]:
+    """Names used in a template, in order of appearance."""
+    return _PLACEHOLDER.findall(template)
+
+
+def check_template(template: str) -> None:
+    """Raise ValueError naming every variable that is not documented."""
+    unknown = sorted({v for v in template_variables(template) if v not in TEMPLATE_VARIABLES})
+    if unknown:
+        raise ValueError(
+            f"unknown template variable(s) {', '.join(unknown)}; allowed: {', '.join(TEMPLATE_VARIABLES)}"
+        )
+
+
+def render(template: str, variables: Mapping[str, object]) -> str:
+    """Fill every placeholder; a variable missing from `variables` is an error, never an empty string."""
+    check_template(template)
+
+    def substitute(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name not in variables:
+            raise ValueError(f"template variable {name!r} has no value here")
+        return str(variables[name])
+
+    return _PLACEHOLDER.sub(substitute, template)

@@ -1,0 +1,3 @@
+"""Fixtures shared by every tier."""
+
+pytest_plugins = ["tests.fixtures_prometheus"]
