@@ -169,7 +169,8 @@ class Step(CamelModel):
     weight: int = Field(ge=1, le=100, description="Percent of replicas (and so traffic) on the canary.")
     pause: Duration | None = Field(
         None,
-        description="How long the step holds once the canary is ready, e.g. 5m. Omit to advance after one passing analysis.",
+        description="How long the step holds once the canary is ready, e.g. 5m. "
+        "Omit to advance after one passing analysis.",
     )
     manual: bool | None = Field(None, description="Hold the step until `canaria promote`.")
 
