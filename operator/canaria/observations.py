@@ -1,0 +1,62 @@
+"""What the imperative shell saw, handed to the engine as plain data.
+
+Nothing here talks to a server: the handlers fill these from the API server and Prometheus, the tests
+build them by hand, and the engine decides from them alone.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from canaria.api import MetricResult, Verdict
+from canaria.commands import Command
+
+
+@dataclass(frozen=True)
+class WorkloadObservation:
+    """One version's Deployment as the API server reports it."""
+
+    version: str
+    replicas: int  # spec.replicas
+    ready_replicas: int = 0
+    updated: bool = True  # status.observedGeneration caught up and every replica runs the current template
+    template_hash: str | None = None  # canaria.dev/template-hash annotation it was applied with
+    deadline_exceeded: bool = False  # Progressing condition reason ProgressDeadlineExceeded
+
+    def ready(self) -> bool:
+        return self.updated and self.ready_replicas >= self.replicas
+
+
+@dataclass(frozen=True)
+class AnalysisRun:
+    """One run of every health query against Prometheus."""
+
+    at: datetime
+    results: tuple[MetricResult, ...]
+
+    @property
+    def gating(self) -> tuple[MetricResult, ...]:
+        return tuple(r for r in self.results if not r.dry_run)
+
+    @property
+    def verdict(self) -> Verdict:
+        """Fail (or Error) if any gating metric fails; else Inconclusive if any is; else Pass."""
+        verdicts = {r.verdict for r in self.gating}
+        if verdicts & {Verdict.FAIL, Verdict.ERROR}:
+            return Verdict.FAIL
+        if Verdict.INCONCLUSIVE in verdicts:
+            return Verdict.INCONCLUSIVE
+        return Verdict.PASS
+
+
+@dataclass(frozen=True)
+class Observations:
+    """Everything the engine may look at besides spec, status and the clock."""
+
+    generation: int = 1
+    workloads: dict[str, WorkloadObservation] = field(default_factory=dict)
+    analysis: AnalysisRun | None = None
+    command: Command | None = None
+    change_reason: str | None = None
+    changed_by: str | None = None  # manager that last wrote the spec (managedFields)
