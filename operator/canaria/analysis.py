@@ -1,0 +1,344 @@
+"""The analysis runner: render each health query, run it against Prometheus, classify the answer.
+
+This module is the thin adapter between the pure engine and Prometheus. Classification
+(`classify`) is pure and unit-tested on its own; `run_analysis` only adds I/O around it and turns every
+server-side problem into a result instead of an exception, because a rollout must keep deciding (fail safe)
+while Prometheus is down, slow or confused:
+
+- no data, NaN, ±Inf, connection refused, timeouts, 5xx, 408/429 → ``Inconclusive`` (never promotes; the
+  engine counts them against ``inconclusiveLimit``);
+- any other 4xx (PromQL syntax error, ``bad_data``, 401/403) and a query whose template cannot be rendered
+  → ``Error``: the query or its configuration is wrong and waiting will not fix it, so the engine fails fast;
+- several series without ``aggregate`` → ``Error`` as well: which series gates would be a guess.
+
+Prometheus is reached through ``prometheus-api-client``'s `PrometheusConnect` (without its pandas extras).
+That client reports a non-200 answer as ``PrometheusApiClientException`` whose message embeds the body as a
+``repr`` of bytes, and by default retries 5xx three times with a growing back-off before surfacing them as
+``requests.exceptions.RetryError``. We therefore hand it our own retry policy (one immediate retry on a
+refused connection, none on reads or statuses) and read the real response through a ``requests`` response
+hook, so the reason we record is Prometheus' own ``errorType: error`` text.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import tempfile
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import requests
+from prometheus_api_client import PrometheusApiClientException, PrometheusConnect
+from urllib3.util.retry import Retry
+
+from canaria.api import Metric, MetricResult, PrometheusSpec, SecretKeyRef, Verdict
+from canaria.durations import parse_duration
+from canaria.observations import AnalysisRun
+from canaria.templating import render
+
+#: Statuses in the 4xx range that are about load or patience, not about the query: retry at the next run.
+TRANSIENT_CLIENT_STATUSES: frozenset[int] = frozenset({408, 429})
+
+#: Extra seconds the HTTP client waits beyond the timeout it asks Prometheus to honour, so that a slow
+#: query usually ends with Prometheus' own "query timed out" answer (which also stops the evaluation
+#: server-side) rather than a bare socket timeout.
+CLIENT_TIMEOUT_MARGIN = 0.5
+
+_AGGREGATES: dict[str, Callable[[Sequence[float]], float]] = {
+    "sum": math.fsum,
+    "avg": lambda values: math.fsum(values) / len(values),
+    "min": min,
+    "max": max,
+}
+
+
+# ------------------------------------------------------------------------------------------- target
+
+
+@dataclass(frozen=True)
+class PrometheusTarget:
+    """Where and how to query Prometheus, resolved from a spec (secrets already read).
+
+    ``verify`` is what ``requests`` takes: True (system CAs), False (no verification) or the path of a PEM
+    CA bundle. The token is kept out of ``repr`` so that logging a target never leaks it.
+    """
+
+    address: str
+    bearer_token: str | None = field(default=None, repr=False)
+    verify: bool | str = True
+    timeout: float = 10.0
+
+    def __post_init__(self) -> None:
+        if not self.address.startswith(("http://", "https://")):
+            raise ValueError(f"Prometheus address {self.address!r} must start with http:// or https://")
+        if self.timeout <= 0:
+            raise ValueError(f"Prometheus timeout must be positive, got {self.timeout}")
+
+
+def target_from_spec(
+    spec: PrometheusSpec,
+    default_address: str | None,
+    read_secret: Callable[[SecretKeyRef], str],
+) -> PrometheusTarget:
+    """Resolve a ModelDeployment's ``spec.prometheus`` (with the operator's default address) to a target.
+
+    ``read_secret`` is injected so that this stays free of Kubernetes calls (the shell reads Secrets in the
+    resource's namespace). ``tls.insecureSkipVerify`` wins over a CA: it is the explicit, louder choice.
+    """
+    address = spec.address or default_address
+    if not address:
+        raise ValueError(
+            "no Prometheus address: set spec.prometheus.address or start the operator with "
+            "--prometheus-address"
+        )
+    token = None
+    if spec.bearer_token_secret_ref is not None:
+        token = read_secret(spec.bearer_token_secret_ref).strip() or None
+        if token is None:
+            ref = spec.bearer_token_secret_ref
+            raise ValueError(f"bearer token in Secret {ref.name!r}, key {ref.key!r} is empty")
+    verify: bool | str = True
+    if spec.tls is not None:
+        if spec.tls.insecure_skip_verify:
+            verify = False
+        elif spec.tls.ca_secret_ref is not None:
+            verify = str(write_ca_bundle(read_secret(spec.tls.ca_secret_ref)))
+    return PrometheusTarget(
+        address=address.rstrip("/"),
+        bearer_token=token,
+        verify=verify,
+        timeout=parse_duration(spec.timeout),
+    )
+
+
+def write_ca_bundle(pem: str, directory: str | os.PathLike[str] | None = None) -> Path:
+    """Write a CA bundle where ``requests`` can read it and return the path.
+
+    ``requests`` only takes a CA bundle as a file. The name is derived from the content, so resolving the
+    same spec at every analysis interval reuses one file instead of leaking a temp file per run, and a
+    rotated CA gets a new file. Written atomically (rename) so a concurrent reader never sees half a PEM.
+    """
+    if "-----BEGIN" not in pem:
+        raise ValueError("CA bundle is not PEM (no '-----BEGIN' line)")
+    base = Path(directory) if directory is not None else Path(tempfile.gettempdir()) / "canaria-ca"
+    base.mkdir(mode=0o700, parents=True, exist_ok=True)
+    path = base / f"ca-{hashlib.sha256(pem.encode()).hexdigest()[:16]}.pem"
+    if not path.exists():
+        fd, tmp = tempfile.mkstemp(dir=base, suffix=".tmp")
+        with os.fdopen(fd, "w") as out:
+            out.write(pem)
+        os.replace(tmp, path)
+    return path
+
+
+# ----------------------------------------------------------------------------------- classification
+
+
+def _result(metric: Metric, verdict: Verdict, *, query: str, at: datetime, **extra: Any) -> MetricResult:
+    return MetricResult(
+        name=metric.name,
+        verdict=verdict,
+        min=metric.min,
+        max=metric.max,
+        query=query,
+        dry_run=metric.dry_run,
+        at=at,
+        **extra,
+    )
+
+
+def _sample_values(samples: Any) -> list[str] | str:
+    """The raw sample values of an instant-query result, or a reason string when it has none usable.
+
+    Accepts the ``data.result`` of a vector (list of ``{"metric", "value": [ts, "v"]}``) or of a scalar
+    (``[ts, "v"]``). A range vector (``"values"``) cannot be compared with a bound and is reported.
+    """
+    if isinstance(samples, Sequence) and len(samples) == 2 and not isinstance(samples[0], Mapping):
+        return [str(samples[1])]  # scalar result: [timestamp, "value"]
+    values: list[str] = []
+    for sample in samples:
+        if not isinstance(sample, Mapping):
+            return f"unexpected result element {sample!r}"
+        if "value" in sample:
+            values.append(str(sample["value"][1]))
+        elif "values" in sample:
+            return "query returns a range vector; wrap it in a function such as rate() or avg_over_time()"
+        else:
+            return f"unexpected result element {sample!r}"
+    return values
+
+
+def classify(metric: Metric, samples: Iterable[Any], *, query: str, at: datetime) -> MetricResult:
+    """Turn an instant-query result into a verdict against the metric's bounds. Pure.
+
+    Bounds are inclusive (a value equal to ``max`` passes). No data and non-finite values are
+    Inconclusive, never Pass: an error-rate query divides by traffic, and 0/0 = NaN is what a canary that
+    serves nothing looks like.
+    """
+    raw = _sample_values(samples if isinstance(samples, Sequence) else list(samples))
+    if isinstance(raw, str):
+        return _result(metric, Verdict.ERROR, query=query, at=at, reason=raw)
+    if not raw:
+        return _result(metric, Verdict.INCONCLUSIVE, query=query, at=at, reason="no data")
+    try:
+        values = [float(v) for v in raw]
+    except ValueError:
+        return _result(metric, Verdict.ERROR, query=query, at=at, reason=f"not a number: {raw!r}")
+    if len(values) > 1 and metric.aggregate is None:
+        return _result(
+            metric,
+            Verdict.ERROR,
+            query=query,
+            at=at,
+            reason=f"{len(values)} series; set aggregate (sum, avg, min or max) or narrow the query",
+        )
+    non_finite = [v for v in values if not math.isfinite(v)]
+    if non_finite:
+        shown = "NaN" if math.isnan(non_finite[0]) else f"{non_finite[0]:+}"
+        where = f" in 1 of {len(values)} series" if len(values) > 1 else ""
+        hint = " (0/0: no traffic?)" if shown == "NaN" else ""
+        return _result(
+            metric, Verdict.INCONCLUSIVE, query=query, at=at, reason=f"value is {shown}{where}{hint}"
+        )
+    value = values[0] if len(values) == 1 else _AGGREGATES[metric.aggregate or "sum"](values)
+    verdict = Verdict.PASS if metric.verdict(value) else Verdict.FAIL
+    reason = f"{metric.aggregate} of {len(values)} series" if len(values) > 1 else None
+    return _result(metric, verdict, query=query, at=at, value=value, reason=reason)
+
+
+# ------------------------------------------------------------------------------------------- runner
+
+
+@dataclass
+class _Failure:
+    """A query that got no usable answer: the verdict it earns and why."""
+
+    verdict: Verdict
+    reason: str
+
+
+def _prometheus_error(response: requests.Response | None, fallback: str) -> str:
+    """Prometheus' own ``errorType: error`` text from an error response, else something readable."""
+    if response is None:
+        return fallback
+    try:
+        body = response.json()
+    except ValueError:
+        text = response.text.strip().replace("\n", " ")
+        return f"HTTP {response.status_code}: {text[:300]}" if text else f"HTTP {response.status_code}"
+    if isinstance(body, Mapping) and body.get("error"):
+        kind = body.get("errorType")
+        return f"{kind}: {body['error']}" if kind else str(body["error"])
+    return f"HTTP {response.status_code}"
+
+
+def _connection_reason(error: requests.ConnectionError, address: str) -> str:
+    text = str(error)
+    if "Connection refused" in text or "ECONNREFUSED" in text:
+        return f"Prometheus unreachable at {address}: connection refused"
+    if "Name or service not known" in text or "NameResolutionError" in text or "getaddrinfo" in text:
+        return f"Prometheus unreachable at {address}: name does not resolve"
+    return f"Prometheus unreachable at {address}: {text[:300]}"
+
+
+class _Client:
+    """One PrometheusConnect for one analysis run, with the last HTTP response kept for error reporting."""
+
+    def __init__(self, target: PrometheusTarget) -> None:
+        self.target = target
+        self.last_response: requests.Response | None = None
+        session = requests.Session()
+        session.verify = target.verify
+        session.hooks["response"].append(self._keep)
+        headers = {"Authorization": f"Bearer {target.bearer_token}"} if target.bearer_token else None
+        # One immediate retry when the connection is refused or reset before a request was sent (a
+        # Prometheus restarting behind its Service); reads and statuses are never retried, because a
+        # retried slow query doubles the wait and the next analysis run is the retry.
+        retry = Retry(total=1, connect=1, read=0, status=0, other=0, backoff_factor=0, raise_on_status=False)
+        self.prom = PrometheusConnect(
+            url=target.address, headers=headers, retry=retry, session=session, timeout=None
+        )
+
+    def _keep(self, response: requests.Response, *args: Any, **kwargs: Any) -> requests.Response:
+        self.last_response = response
+        return response
+
+    def close(self) -> None:
+        self.prom.close()
+
+    def query(self, query: str, at: datetime) -> list[Any] | _Failure:
+        """Run an instant query at ``at``; return ``data.result`` or a classified failure, never raise
+        for a server problem."""
+        self.last_response = None
+        timeout = self.target.timeout
+        # Prometheus reads a bare number as seconds ("0.3"; "0.3s" would be rejected as a duration).
+        params = {"time": f"{_timestamp(at):.3f}", "timeout": f"{timeout:g}"}
+        try:
+            result = self.prom.custom_query(query, params=params, timeout=timeout + CLIENT_TIMEOUT_MARGIN)
+        except PrometheusApiClientException as error:
+            response = self.last_response
+            status = response.status_code if response is not None else 0
+            reason = _prometheus_error(response, str(error))
+            if 400 <= status < 500 and status not in TRANSIENT_CLIENT_STATUSES:
+                return _Failure(Verdict.ERROR, reason)
+            return _Failure(Verdict.INCONCLUSIVE, f"Prometheus answered {status}: {reason}")
+        except requests.Timeout:
+            return _Failure(
+                Verdict.INCONCLUSIVE,
+                f"Prometheus at {self.target.address} did not answer within {timeout:g}s",
+            )
+        except requests.exceptions.SSLError as error:
+            return _Failure(Verdict.INCONCLUSIVE, f"TLS to {self.target.address} failed: {error}")
+        except requests.ConnectionError as error:
+            return _Failure(Verdict.INCONCLUSIVE, _connection_reason(error, self.target.address))
+        except requests.RequestException as error:  # e.g. a 200 that is not JSON: not a Prometheus API
+            return _Failure(Verdict.INCONCLUSIVE, f"bad answer from {self.target.address}: {error}")
+        except (KeyError, TypeError) as error:  # JSON, but without data.result
+            return _Failure(Verdict.INCONCLUSIVE, f"bad answer from {self.target.address}: missing {error}")
+        if not isinstance(result, list):
+            return _Failure(Verdict.INCONCLUSIVE, f"bad answer from {self.target.address}: {result!r:.200}")
+        return result
+
+
+def _timestamp(at: datetime) -> float:
+    """Unix time of ``at``; a naive datetime is taken as UTC (the engine's clock is UTC)."""
+    return (at if at.tzinfo is not None else at.replace(tzinfo=UTC)).timestamp()
+
+
+def run_analysis(
+    metrics: Sequence[Metric],
+    variables: Mapping[str, object],
+    target: PrometheusTarget,
+    *,
+    now: datetime,
+) -> AnalysisRun:
+    """Run every metric's query once and classify it; one result per metric, in order, never raising
+    for a Prometheus problem.
+
+    Every query is evaluated at ``now`` (Prometheus' ``time`` parameter), so the metrics of one run
+    describe the same instant, and a past ``now`` replays history (the basis of a backtest). Each result
+    records the rendered query, so status shows exactly what ran.
+    """
+    client = _Client(target)
+    results: list[MetricResult] = []
+    try:
+        for metric in metrics:
+            try:
+                query = render(metric.query, variables)
+            except ValueError as error:
+                results.append(
+                    _result(metric, Verdict.ERROR, query=metric.query, at=now, reason=f"template: {error}")
+                )
+                continue
+            answer = client.query(query, now)
+            if isinstance(answer, _Failure):
+                results.append(_result(metric, answer.verdict, query=query, at=now, reason=answer.reason))
+            else:
+                results.append(classify(metric, answer, query=query, at=now))
+    finally:
+        client.close()
+    return AnalysisRun(at=now, results=tuple(results))
