@@ -1,0 +1,835 @@
+"""The rollout decision: a pure function of (spec, status, observations, now).
+
+Everything Canaria decides happens here and nowhere else: which version serves, how many replicas each
+version gets, when a step advances, when a canary is promoted or reverted, and what the audit trail
+says about it. No clock, no I/O, no kopf, so every transition is a table-driven test and the operator
+resumes exactly where status says it was.
+
+Conventions: the incoming status is never mutated. Nested status objects are treated as immutable and
+replaced when they change (a shallow copy of the top level is all `decide` pays for), which keeps a
+decision in the tens of microseconds.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Literal
+
+from canaria.api import (
+    HISTORY_LIMIT,
+    AnalysisStatus,
+    CanaryStatus,
+    CommandRecord,
+    Condition,
+    HistoryEntry,
+    MetricResult,
+    ModelDeploymentSpec,
+    ModelDeploymentStatus,
+    Phase,
+    Rejection,
+    Verdict,
+    VersionRef,
+)
+from canaria.durations import format_duration
+from canaria.observations import AnalysisRun, Observations
+
+# ------------------------------------------------------------------------------------------ actions
+
+
+@dataclass(frozen=True)
+class EmitEvent:
+    """A Kubernetes Event on the ModelDeployment. `key` makes its name unique and stable, so posting
+    it twice (after a crash between the post and the status patch) is a no-op."""
+
+    type: Literal["Normal", "Warning"]
+    reason: str
+    message: str
+    key: str
+    version: str | None = None
+
+
+@dataclass(frozen=True)
+class ApplyWorkload:
+    """Create or update the Deployment of one model version."""
+
+    version: str
+    uri: str
+    replicas: int
+    template_hash: str
+
+
+@dataclass(frozen=True)
+class DeleteWorkload:
+    """Remove the Deployment of a version that has no role any more."""
+
+    version: str
+
+
+@dataclass(frozen=True)
+class ApplyService:
+    """Create or update the Service that selects every version of the model."""
+
+    port: int
+    target_port: int
+
+
+Action = EmitEvent | ApplyWorkload | DeleteWorkload | ApplyService
+
+
+@dataclass(frozen=True)
+class Decision:
+    status: ModelDeploymentStatus
+    actions: tuple[Action, ...]
+    requeue_after: float | None  # seconds until time alone would change the decision; None: wait for events
+
+
+# ------------------------------------------------------------------------------------- pure helpers
+
+IN_ROLLOUT = (Phase.PROGRESSING, Phase.PAUSED, Phase.BAKING)
+WAIT_FOR_READY = 2.0  # seconds between checks while a Deployment comes up (its watch events wake us sooner)
+
+
+def split_replicas(replicas: int, weight: int) -> tuple[int, int]:
+    """(canary, stable) replicas for a weight: a weight above 0 gets at least one canary replica."""
+    if weight <= 0:
+        return 0, replicas
+    canary = replicas if weight >= 100 else min(replicas, max(1, math.ceil(replicas * weight / 100)))
+    return canary, replicas - canary
+
+
+def template_hash(spec: ModelDeploymentSpec, version: str, uri: str) -> str:
+    """Fingerprint of everything a version's Deployment is built from; a change means re-apply it."""
+    payload = json.dumps(
+        [spec.template, spec.model.name, version, uri, spec.service.target_port], sort_keys=True
+    )
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def analysed_version(status: ModelDeploymentStatus) -> str | None:
+    """The version under analysis: the canary during steps, the new stable during bake."""
+    if status.canary is not None:
+        return status.canary.version
+    if status.bake_started_at is not None and status.stable is not None:
+        return status.stable.version
+    return None
+
+
+def analysis_due(
+    spec: ModelDeploymentSpec, status: ModelDeploymentStatus, observations: Observations, now: datetime
+) -> bool:
+    """Whether the shell should query Prometheus before deciding: a version is under analysis, it is
+    ready (an unready canary has no traffic to judge), and an interval has passed since the last run."""
+    version = analysed_version(status)
+    if version is None or status.phase not in IN_ROLLOUT or not spec.rollout.analysis.metrics:
+        return False
+    workload = observations.workloads.get(version)
+    if workload is None or not workload.ready():
+        return False
+    last = status.analysis.last_run_at
+    return last is None or (now - last).total_seconds() >= spec.rollout.analysis.interval_seconds
+
+
+def analysis_variables(
+    spec: ModelDeploymentSpec, status: ModelDeploymentStatus, *, name: str, namespace: str
+) -> dict[str, object]:
+    """Values for the documented query template variables."""
+    stable = status.last_known_good if status.canary is None else status.stable
+    return {
+        "name": name,
+        "namespace": namespace,
+        "service": name,
+        "version": analysed_version(status) or spec.model.version,
+        "stableVersion": stable.version if stable else "",
+        "canaryWeight": status.canary.weight if status.canary else 100,
+        "interval": spec.rollout.analysis.interval,
+    }
+
+
+def _results_text(results: tuple[MetricResult, ...] | list[MetricResult], *, only_bad: bool = False) -> str:
+    shown = [r for r in results if not only_bad or r.verdict != Verdict.PASS]
+    return "; ".join(r.describe() for r in shown)
+
+
+# ------------------------------------------------------------------------------------------- engine
+
+
+@dataclass(frozen=True)
+class PendingPromote:
+    user: str | None
+    reason: str | None
+    full: bool
+
+
+@dataclass
+class _Run:
+    """The working state of one decision."""
+
+    spec: ModelDeploymentSpec
+    status: ModelDeploymentStatus
+    obs: Observations
+    now: datetime
+    actions: list[Action] = field(default_factory=list)
+    requeue: list[float] = field(default_factory=list)
+    promote: PendingPromote | None = None  # a promote command, applied where the state machine allows
+    retry_by: str | None = None  # who asked to retry a rejected version (recorded on RolloutStarted)
+
+    # -- audit trail ------------------------------------------------------------------------------
+
+    def transition(
+        self,
+        to: Phase,
+        reason: str,
+        message: str,
+        *,
+        version: str | None,
+        warning: bool = False,
+        user: str | None = None,
+        change_reason: str | None = None,
+    ) -> None:
+        """Record a transition in status.history and as an Event with the same number."""
+        status = self.status
+        seq = status.history[-1].seq + 1 if status.history else 1
+        entry = HistoryEntry.model_construct(
+            seq=seq,
+            time=self.now,
+            from_phase=status.phase.value if status.phase else None,
+            to_phase=to.value,
+            reason=reason,
+            version=version,
+            message=message,
+            user=user,
+            change_reason=change_reason,
+        )
+        status.history = [*status.history, entry][-HISTORY_LIMIT:]
+        status.phase = to
+        status.message = message
+        owner = self.spec.model.owner
+        text = message
+        if change_reason:
+            text += f" (change reason: {change_reason})"
+        if user:
+            text += f" [by {user}]"
+        if warning and owner:
+            text += f"; owner: {owner}"
+        self.actions.append(
+            EmitEvent("Warning" if warning else "Normal", reason, text, key=str(seq), version=version)
+        )
+
+    def ref(self, version: str, uri: str) -> VersionRef:
+        lineage = self.spec.model.lineage if version == self.spec.model.version else None
+        return VersionRef.model_construct(version=version, uri=uri, lineage=lineage, since=self.now)
+
+    @property
+    def name(self) -> str:
+        return self.spec.model.name
+
+
+def decide(
+    spec: ModelDeploymentSpec, status: ModelDeploymentStatus, observations: Observations, now: datetime
+) -> Decision:
+    """Decide the next status and the actions that bring the cluster there."""
+    run = _Run(spec, status.model_copy(), observations, now)
+    run.status.observed_generation = observations.generation
+    _handle_command(run)
+    _advance(run)
+    _reconcile_workloads(run)
+    _set_conditions(run)
+    return Decision(run.status, tuple(run.actions), min(run.requeue) if run.requeue else None)
+
+
+# ---------------------------------------------------------------------------------------- commands
+
+
+def _handle_command(run: _Run) -> None:
+    """Carry out a day-2 command once: its id is remembered in status.lastCommand."""
+    command = run.obs.command
+    status = run.status
+    if command is None or (status.last_command is not None and status.last_command.id == command.id):
+        return
+    user, why = command.user, command.reason
+    suffix = f": {why}" if why else ""
+    result = "ignored: nothing to do"
+    if command.action == "pause":
+        if status.phase in IN_ROLLOUT and not status.control_paused:
+            status.control_paused = True
+            result = "paused"
+            run.transition(
+                Phase.PAUSED,
+                "Paused",
+                f"{run.name} paused{suffix}",
+                version=analysed_version(status),
+                user=user,
+            )
+    elif command.action == "resume":
+        if status.control_paused:
+            status.control_paused = None
+            status.analysis = status.analysis.model_copy(update={"inconclusive": 0})
+            held = " (spec.paused still holds it)" if run.spec.paused else ""
+            result = "resumed" + held
+            run.transition(
+                Phase.PAUSED if run.spec.paused else _running_phase(status),
+                "Resumed",
+                f"{run.name} resumed{held}{suffix}",
+                version=analysed_version(status),
+                user=user,
+            )
+    elif command.action == "abort":
+        if status.phase in IN_ROLLOUT and analysed_version(status):
+            _revert(run, "Aborted", f"aborted{suffix}", user=user)
+            result = "aborted"
+    elif command.action == "retry":
+        if status.rejected is not None and status.rejected.version == run.spec.model.version:
+            result = f"retrying {status.rejected.version}"
+            status.rejected = None
+            run.retry_by = user or "unknown"
+    elif command.action == "promote" and (status.canary is not None or status.bake_started_at is not None):
+        result = "promoted fully" if command.full else "promote requested"
+        run.promote = PendingPromote(user, why, command.full)
+    status.last_command = CommandRecord.model_construct(
+        id=command.id, action=command.action, user=user, reason=why, at=run.now, result=result
+    )
+
+
+def _running_phase(status: ModelDeploymentStatus) -> Phase:
+    """The phase a rollout is in when nothing holds it."""
+    return Phase.PROGRESSING if status.canary is not None else Phase.BAKING
+
+
+# ----------------------------------------------------------------------------------- state machine
+
+
+def _advance(run: _Run) -> None:
+    spec, status = run.spec, run.status
+    desired = spec.model.version
+    if status.canary is not None and status.canary.version != desired:
+        _abandon(run)
+    if status.rejected is not None and status.rejected.version != desired:
+        status.rejected = None  # a person moved on: the spec names another version now
+    if status.stable is None or status.last_known_good is None:
+        _first_deployment(run)
+    elif status.canary is not None:
+        _progress_canary(run)
+    elif desired != status.stable.version:
+        if status.rejected is not None:
+            return  # reverted or refused; waits for a new version or `retry`
+        if desired == status.last_known_good.version:
+            _revert(
+                run,
+                "RolledBack",
+                f"spec names {desired}, the last known good version",
+                user=run.obs.changed_by,
+            )
+        else:
+            _start_rollout(run)
+    elif status.bake_started_at is not None:
+        _bake(run)
+    elif status.phase != Phase.HEALTHY:
+        _settle_healthy(run)
+
+
+def _first_deployment(run: _Run) -> None:
+    """No version has been proven here yet: deploy the desired one directly; there is nothing to
+    compare it with and nothing to revert to."""
+    spec, status, obs = run.spec, run.status, run.obs
+    version = spec.model.version
+    if status.rejected is not None:
+        return
+    if status.stable is None or status.stable.version != version:
+        if not _gates_hold(run):
+            return
+        previous = status.stable.version if status.stable else None
+        status.stable = run.ref(version, spec.model.uri)
+        status.analysis = AnalysisStatus()
+        what = f"replacing {previous}, which never became ready" if previous else "first deployment"
+        run.transition(
+            Phase.PROGRESSING,
+            "RolloutStarted",
+            f"{run.name} {version}: {what}",
+            version=version,
+            user=obs.changed_by,
+            change_reason=obs.change_reason,
+        )
+        run.requeue.append(WAIT_FOR_READY)
+        return
+    workload = obs.workloads.get(version)
+    if workload is not None and workload.ready() and workload.replicas == spec.replicas:
+        status.last_known_good = status.stable
+        run.transition(
+            Phase.HEALTHY,
+            "Available",
+            f"{run.name} {version} is serving: {workload.ready_replicas} ready",
+            version=version,
+        )
+        return
+    if status.phase == Phase.FAILED:
+        return
+    waited = (run.now - (status.stable.since or run.now)).total_seconds()
+    deadline = spec.rollout.progress_deadline_seconds
+    if (workload is not None and workload.deadline_exceeded) or waited >= deadline:
+        run.transition(
+            Phase.FAILED,
+            "ProgressDeadlineExceeded",
+            f"{run.name} {version} not ready after {format_duration(waited)}; "
+            "no earlier version to revert to",
+            version=version,
+            warning=True,
+        )
+        return
+    run.requeue.append(min(WAIT_FOR_READY, max(deadline - waited, 0.1)))
+
+
+def _gates_hold(run: _Run) -> bool:
+    """Pre-deploy gates on the candidate's offline evaluation; a failure refuses the version."""
+    spec = run.spec
+    evaluation = spec.model.evaluation or {}
+    failed = []
+    for gate in spec.gates:
+        value = evaluation.get(gate.metric)
+        if value is None:
+            failed.append(f"{gate.metric} missing from spec.model.evaluation")
+        elif not gate.verdict(value):
+            failed.append(f"{gate.metric}={value:g} not {gate.describe()}")
+    version = spec.model.version
+    if failed:
+        message = f"{run.name} {version} refused by gates: " + "; ".join(failed)
+        run.status.rejected = Rejection.model_construct(
+            version=version, reason="GateFailed", message=message, at=run.now
+        )
+        if run.status.stable is not None:
+            message += f"; {run.status.stable.version} keeps serving"
+        run.transition(
+            Phase.FAILED,
+            "GateFailed",
+            message,
+            version=version,
+            warning=True,
+            change_reason=run.obs.change_reason,
+        )
+        return False
+    if spec.gates:
+        passed = ", ".join(f"{g.metric}={evaluation[g.metric]:g} ({g.describe()})" for g in spec.gates)
+        run.actions.append(
+            EmitEvent(
+                "Normal",
+                "GatePassed",
+                f"{run.name} {version} passed gates: {passed}",
+                key=f"gate-{version}-{run.obs.generation}",
+                version=version,
+            )
+        )
+    return True
+
+
+def _start_rollout(run: _Run) -> None:
+    spec, status, obs = run.spec, run.status, run.obs
+    if not _gates_hold(run):
+        return
+    version, first = spec.model.version, spec.rollout.steps[0]
+    status.canary = CanaryStatus.model_construct(
+        version=version,
+        uri=spec.model.uri,
+        lineage=spec.model.lineage,
+        since=run.now,
+        step=0,
+        weight=first.weight,
+        step_started_at=run.now,
+        ready_at=None,
+    )
+    status.analysis = AnalysisStatus()
+    status.bake_started_at = None
+    retry = " (retry)" if run.retry_by else ""
+    run.transition(
+        Phase.PROGRESSING,
+        "RolloutStarted",
+        f"{run.name} {status.stable.version} → {version}{retry}: step 1/{len(spec.rollout.steps)} "
+        f"at weight {first.weight}",
+        version=version,
+        user=run.retry_by or obs.changed_by,
+        change_reason=obs.change_reason,
+    )
+    _hold_if_paused(run)
+    run.requeue.append(WAIT_FOR_READY)
+
+
+def _abandon(run: _Run) -> None:
+    old = run.status.canary
+    run.status.canary = None
+    run.transition(
+        Phase.PROGRESSING,
+        "RolloutAbandoned",
+        f"{run.name} canary {old.version} abandoned at step {old.step + 1}: spec now names "
+        f"{run.spec.model.version}",
+        version=old.version,
+        user=run.obs.changed_by,
+    )
+
+
+def _hold_if_paused(run: _Run) -> bool:
+    """Enter or stay in Paused while spec.paused or a pause command holds the rollout."""
+    status = run.status
+    held = run.spec.paused or bool(status.control_paused)
+    if held and status.phase != Phase.PAUSED:
+        who = "spec.paused" if run.spec.paused else "a pause command"
+        run.transition(
+            Phase.PAUSED, "Paused", f"{run.name} paused by {who}", version=analysed_version(status)
+        )
+    elif not held and status.phase == Phase.PAUSED:
+        run.transition(
+            _running_phase(status), "Resumed", f"{run.name} resumed", version=analysed_version(status)
+        )
+    return held
+
+
+def _consume_analysis(run: _Run) -> AnalysisRun | None:
+    """Count a new analysis run once; a run not newer than the last one recorded is ignored."""
+    analysis = run.obs.analysis
+    status = run.status
+    last = status.analysis.last_run_at
+    if analysis is None or (last is not None and analysis.at <= last):
+        return None
+    verdict = analysis.verdict
+    counts = status.analysis
+    passed = verdict == Verdict.PASS
+    failures = 0 if passed else counts.failures + (verdict == Verdict.FAIL)
+    inconclusive = 0 if passed else counts.inconclusive + (verdict == Verdict.INCONCLUSIVE)
+    status.analysis = AnalysisStatus.model_construct(
+        failures=failures,
+        inconclusive=inconclusive,
+        last_run_at=analysis.at,
+        verdict=verdict,
+        results=list(analysis.results),
+    )
+    if not passed:
+        version = analysed_version(status)
+        limits = run.spec.rollout.analysis
+        if verdict == Verdict.FAIL:
+            count, limit = failures, limits.failure_limit
+        else:
+            count, limit = inconclusive, limits.inconclusive_limit
+        run.actions.append(
+            EmitEvent(
+                "Warning",
+                f"Analysis{verdict.value}",
+                f"{run.name} {version}: {_results_text(analysis.gating, only_bad=True)} "
+                f"({count} in a row, limit {limit})",
+                key=f"analysis-{int(analysis.at.timestamp() * 1000)}",
+                version=version,
+            )
+        )
+    return analysis
+
+
+def _judge_analysis(run: _Run) -> bool:
+    """Apply a new analysis run; True when it ended the rollout (revert) or held it (pause)."""
+    analysis = _consume_analysis(run)
+    if analysis is None:
+        return False
+    limits, counts = run.spec.rollout.analysis, run.status.analysis
+    bad = _results_text(analysis.gating, only_bad=True)
+    version = analysed_version(run.status)
+    if any(r.verdict == Verdict.ERROR for r in analysis.gating):
+        _revert(run, "AnalysisError", f"a query can never pass: {bad}")
+        return True
+    if counts.failures > limits.failure_limit:
+        _revert(run, "AnalysisFailed", f"{bad} ({counts.failures} failed runs, limit {limits.failure_limit})")
+        return True
+    if counts.inconclusive > limits.inconclusive_limit:
+        detail = f"{bad} ({counts.inconclusive} inconclusive runs, limit {limits.inconclusive_limit})"
+        if limits.on_inconclusive == "revert":
+            _revert(run, "AnalysisInconclusive", detail)
+        else:
+            run.status.control_paused = True
+            run.transition(
+                Phase.PAUSED,
+                "AnalysisInconclusive",
+                f"{run.name} {version} held for a person: {detail}; run `canaria resume` or `canaria abort`",
+                version=version,
+                warning=True,
+            )
+        return True
+    return False
+
+
+def _analysis_passed_since(run: _Run, since: datetime | None) -> bool:
+    """A stage may end only on a passing run made after it began; no metrics means nothing to wait for."""
+    if not run.spec.rollout.analysis.metrics:
+        return True
+    counts = run.status.analysis
+    return (
+        since is not None
+        and counts.verdict == Verdict.PASS
+        and counts.last_run_at is not None
+        and counts.last_run_at >= since
+    )
+
+
+def _next_analysis_in(run: _Run) -> float:
+    last = run.status.analysis.last_run_at
+    interval = run.spec.rollout.analysis.interval_seconds
+    return interval if last is None else max(interval - (run.now - last).total_seconds(), 0.1)
+
+
+def _canary_ready(run: _Run, canary: CanaryStatus) -> bool:
+    want = split_replicas(run.spec.replicas, canary.weight)[0]
+    workload = run.obs.workloads.get(canary.version)
+    return workload is not None and workload.ready() and workload.replicas == want
+
+
+def _progress_canary(run: _Run) -> None:
+    spec, status = run.spec, run.status
+    steps = spec.rollout.steps
+    canary = status.canary
+    if canary.step >= len(steps):  # steps were shortened mid-rollout
+        canary = canary.model_copy(update={"step": len(steps) - 1, "weight": steps[-1].weight})
+    elif canary.weight != steps[canary.step].weight:  # a step's weight was edited mid-rollout
+        canary = canary.model_copy(update={"weight": steps[canary.step].weight})
+    status.canary = canary
+    if not _canary_ready(run, canary):
+        _wait_for_canary(run, canary)
+        return
+    if canary.ready_at is None:
+        canary = canary.model_copy(update={"ready_at": run.now})
+        status.canary = canary
+    if _judge_analysis(run):
+        return
+    promote = run.promote
+    if promote is not None and promote.full:
+        _promote(run, f"promoted fully by command, skipping {len(steps) - canary.step - 1} step(s)", promote)
+        return
+    if _hold_if_paused(run):
+        return
+    step = steps[canary.step]
+    held_for = (run.now - canary.ready_at).total_seconds()
+    pause_over = promote is not None or (not step.manual and held_for >= step.pause_seconds)
+    if not (pause_over and _analysis_passed_since(run, canary.ready_at)):
+        if spec.rollout.analysis.metrics:
+            run.requeue.append(_next_analysis_in(run))
+        if not step.manual and not pause_over:
+            run.requeue.append(step.pause_seconds - held_for)
+        return
+    passed = _results_text(status.analysis.results) or "no metrics"
+    if canary.step + 1 == len(steps):
+        _promote(run, f"all {len(steps)} steps passed; {passed}", promote)
+        return
+    nxt = steps[canary.step + 1]
+    status.canary = canary.model_copy(
+        update={"step": canary.step + 1, "weight": nxt.weight, "step_started_at": run.now, "ready_at": None}
+    )
+    by = f" (promoted by {promote.user or 'unknown'})" if promote else ""
+    run.transition(
+        Phase.PROGRESSING,
+        "StepAdvanced",
+        f"{run.name} {canary.version}: step {canary.step + 2}/{len(steps)} at weight {nxt.weight}{by}; "
+        f"{passed}",
+        version=canary.version,
+        user=promote.user if promote else None,
+    )
+    run.requeue.append(WAIT_FOR_READY)
+
+
+def _wait_for_canary(run: _Run, canary: CanaryStatus) -> None:
+    """An unready canary gets no traffic to judge; past the progress deadline it is reverted."""
+    workload = run.obs.workloads.get(canary.version)
+    waited = (run.now - (canary.step_started_at or run.now)).total_seconds()
+    deadline = run.spec.rollout.progress_deadline_seconds
+    if (workload is not None and workload.deadline_exceeded) or waited >= deadline:
+        want = split_replicas(run.spec.replicas, canary.weight)[0]
+        have = workload.ready_replicas if workload else 0
+        _revert(
+            run,
+            "ProgressDeadlineExceeded",
+            f"canary not ready after {format_duration(waited)} ({have}/{want} replicas ready)",
+        )
+        return
+    run.requeue.append(min(WAIT_FOR_READY, max(deadline - waited, 0.1)))
+    _hold_if_paused(run)
+
+
+def _promote(run: _Run, detail: str, command: PendingPromote | None) -> None:
+    spec, status = run.spec, run.status
+    canary = status.canary
+    previous = status.stable.version
+    status.stable = VersionRef.model_construct(
+        version=canary.version, uri=canary.uri, lineage=canary.lineage, since=run.now
+    )
+    status.canary = None
+    status.analysis = status.analysis.model_copy(update={"failures": 0, "inconclusive": 0})
+    user = command.user if command else None
+    message = f"{run.name} {previous} → {canary.version} promoted: {detail}"
+    if spec.rollout.bake:
+        status.bake_started_at = run.now
+        run.transition(
+            Phase.BAKING,
+            "Promoted",
+            f"{message}; baking {spec.rollout.bake}",
+            version=canary.version,
+            user=user,
+        )
+        run.requeue.append(spec.rollout.bake_seconds)
+    else:
+        status.last_known_good = status.stable
+        run.transition(Phase.HEALTHY, "Promoted", message, version=canary.version, user=user)
+
+
+def _bake(run: _Run) -> None:
+    """After promotion the new version keeps being analysed; a failure reverts to the previous one."""
+    spec, status = run.spec, run.status
+    if _judge_analysis(run):
+        return
+    if run.promote is not None:
+        _finish_bake(run, "bake ended early by command", run.promote.user)
+        return
+    if _hold_if_paused(run):
+        return
+    baked = (run.now - status.bake_started_at).total_seconds()
+    if baked >= spec.rollout.bake_seconds and _analysis_passed_since(run, status.bake_started_at):
+        _finish_bake(
+            run, f"baked {spec.rollout.bake}; {_results_text(status.analysis.results) or 'no metrics'}"
+        )
+        return
+    run.requeue.append(max(spec.rollout.bake_seconds - baked, 0.1))
+    if spec.rollout.analysis.metrics:
+        run.requeue.append(_next_analysis_in(run))
+
+
+def _finish_bake(run: _Run, detail: str, user: str | None = None) -> None:
+    status = run.status
+    status.bake_started_at = None
+    status.last_known_good = status.stable
+    run.transition(
+        Phase.HEALTHY,
+        "BakeCompleted",
+        f"{run.name} {status.stable.version} is now the last known good: {detail}",
+        version=status.stable.version,
+        user=user,
+    )
+
+
+def _revert(run: _Run, cause: str, detail: str, *, user: str | None = None) -> None:
+    """Traffic and replicas back on lastKnownGood. The failed version is remembered as rejected, so it
+    is not rolled out again until a person changes the spec or retries."""
+    status = run.status
+    target = status.last_known_good
+    failed = analysed_version(status)
+    if failed == target.version:
+        failed = None
+    if failed is not None:
+        status.rejected = Rejection.model_construct(version=failed, reason=cause, message=detail, at=run.now)
+    status.stable = target.model_copy(update={"since": run.now})
+    status.canary = None
+    status.bake_started_at = None
+    status.control_paused = None
+    status.analysis = status.analysis.model_copy(update={"failures": 0, "inconclusive": 0})
+    if failed is None:  # a requested rollback to the last known good version (the spec names it)
+        run.transition(
+            Phase.HEALTHY,
+            "RolledBack",
+            f"{run.name} rolled back to {target.version}: {detail}",
+            version=target.version,
+            user=user,
+        )
+        return
+    run.transition(
+        Phase.REVERTED,
+        "Aborted" if cause == "Aborted" else "RolledBack",
+        f"{run.name} reverted {failed} → {target.version} ({cause}): {detail}; the spec still names {failed}",
+        version=target.version,
+        warning=True,
+        user=user,
+    )
+
+
+def _settle_healthy(run: _Run) -> None:
+    """The spec names the serving version again (e.g. a person rolled the spec back after a revert)."""
+    status = run.status
+    status.rejected = None
+    status.control_paused = None
+    run.transition(
+        Phase.HEALTHY,
+        "Reconciled",
+        f"{run.name} spec names {status.stable.version}, which is serving",
+        version=status.stable.version,
+        user=run.obs.changed_by,
+    )
+
+
+# ---------------------------------------------------------------------------------------- workloads
+
+
+def desired_workloads(
+    spec: ModelDeploymentSpec, status: ModelDeploymentStatus, obs: Observations
+) -> dict[str, tuple[str, int]]:
+    """version → (uri, replicas) for every Deployment that should exist."""
+    stable = status.stable
+    if stable is None:
+        return {}
+    desired = {stable.version: (stable.uri, spec.replicas)}
+    canary = status.canary
+    if canary is not None:
+        want, rest = split_replicas(spec.replicas, canary.weight)
+        workload = obs.workloads.get(canary.version)
+        if workload is None or not workload.ready() or workload.replicas != want:
+            # keep the previous step's serving capacity until the canary has taken its new share
+            previous = spec.rollout.steps[canary.step - 1].weight if canary.step > 0 else 0
+            rest = split_replicas(spec.replicas, previous)[1]
+        desired = {stable.version: (stable.uri, rest), canary.version: (canary.uri, want)}
+    lkg = status.last_known_good
+    if status.bake_started_at is not None and lkg is not None and lkg.version != stable.version:
+        desired[lkg.version] = (lkg.uri, 0)  # kept, scaled to zero, during bake: a revert is a scale-up
+    return desired
+
+
+def _reconcile_workloads(run: _Run) -> None:
+    spec, obs = run.spec, run.obs
+    desired = desired_workloads(spec, run.status, obs)
+    for version, (uri, replicas) in desired.items():
+        digest = template_hash(spec, version, uri)
+        seen = obs.workloads.get(version)
+        if seen is None or seen.replicas != replicas or seen.template_hash != digest:
+            run.actions.append(ApplyWorkload(version, uri, replicas, digest))
+    for version in sorted(set(obs.workloads) - set(desired)):
+        run.actions.append(DeleteWorkload(version))
+    if run.status.stable is not None and obs.service_ports != (spec.service.port, spec.service.target_port):
+        run.actions.append(ApplyService(spec.service.port, spec.service.target_port))
+
+
+# --------------------------------------------------------------------------------------- conditions
+
+
+def _condition(run: _Run, kind: str, ok: bool, reason: str, message: str) -> Condition:
+    """A condition whose lastTransitionTime moves only when its status flips."""
+    status = "True" if ok else "False"
+    old = next((c for c in run.status.conditions if c.type == kind), None)
+    if old is not None and (old.status, old.reason, old.message) == (status, reason, message):
+        return old
+    since = old.last_transition_time if old is not None and old.status == status else run.now
+    return Condition.model_construct(
+        type=kind,
+        status=status,
+        reason=reason,
+        message=message,
+        last_transition_time=since,
+        observed_generation=run.obs.generation,
+    )
+
+
+def _set_conditions(run: _Run) -> None:
+    status, obs = run.status, run.obs
+    if status.phase is None:
+        status.phase = Phase.PENDING
+    stable = status.stable
+    serving = stable is not None and stable.version in obs.workloads and obs.workloads[stable.version].ready()
+    if stable is None:
+        ready_message = "no version deployed yet"
+    else:
+        ready_message = f"{stable.version} {'ready' if serving else 'not ready'}"
+    phase, message = status.phase.value, status.message or ""
+    status.conditions = [
+        _condition(run, "Ready", serving, "StableServing" if serving else "NotServing", ready_message),
+        _condition(run, "Progressing", status.phase in IN_ROLLOUT, phase, message),
+        _condition(run, "Healthy", status.phase == Phase.HEALTHY, phase, message),
+    ]
