@@ -1,0 +1,281 @@
+"""A fake kubelet (and scheduler) for the integration tier: the control plane has neither.
+
+Without it, Pods made by the real ReplicaSet controller stay Pending forever and Deployments never report
+``readyReplicas``. This thread binds every unscheduled Pod to one Node, reports it Running and Ready (or
+Running but not Ready, for a canary that must fail), and finishes graceful deletions as a kubelet would.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import logging
+import threading
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+
+log = logging.getLogger(__name__)
+
+NODE_NAME = "canaria-test-node"
+_QUIET = (404, 409)  # the object vanished or changed under us: the next poll sees the new state
+_SMP = "application/strategic-merge-patch+json"
+
+
+def _never(pod: Any) -> bool:
+    """Default predicate: every Pod becomes Ready."""
+    return False
+
+
+def _now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class TestKubelet:
+    """Plays scheduler + kubelet for one fake Node in a background thread.
+
+    ``never_ready(pod) -> bool`` may be reassigned at any time; matching Pods are bound and Running but
+    not Ready (and a Ready Pod that starts matching turns un-Ready, like a failing readiness probe).
+    """
+
+    __test__ = False  # a class named Test* imported into a test module is not a test class
+
+    def __init__(
+        self,
+        api: client.ApiClient,
+        *,
+        node_name: str = NODE_NAME,
+        interval: float = 0.2,
+        never_ready: Callable[[Any], bool] = _never,
+    ) -> None:
+        """``api`` needs rights to bind Pods, patch their status, delete them and create Nodes (admin)."""
+        self.core = client.CoreV1Api(api)
+        self.node_name = node_name
+        self.interval = interval
+        self.never_ready: Callable[[Any], bool] = never_ready
+        self.errors: list[BaseException] = []  # unexpected failures, kept for diagnostics (not raised)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._ips = itertools.count(2)
+        self._pod_ips: dict[str, str] = {}
+        self._passes = 0
+        self._passed = threading.Condition()
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def reset(self) -> None:
+        """Back to the default (every Pod becomes Ready), e.g. between tests sharing this kubelet."""
+        self.never_ready = _never
+
+    def start(self) -> TestKubelet:
+        """Register the Node (synchronously, so failures surface here) and start the sync thread."""
+        if self._thread is not None:
+            return self
+        self.ensure_node()
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name=f"test-kubelet-{self.node_name}", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self, timeout: float = 2.0) -> None:
+        """Stop and join the thread; requests are on loopback, so this returns within one poll."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+
+    def __enter__(self) -> TestKubelet:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # ------------------------------------------------------------------ node
+
+    def ensure_node(self) -> None:
+        """Create the Node with Ready=True (and capacity, for controllers that look) unless it exists."""
+        node = {
+            "apiVersion": "v1",
+            "kind": "Node",
+            "metadata": {"name": self.node_name, "labels": {"kubernetes.io/hostname": self.node_name}},
+        }
+        try:
+            self.core.create_node(node)
+        except ApiException as exc:
+            if exc.status != 409:
+                raise
+        now = _now()
+        resources = {"cpu": "64", "memory": "256Gi", "pods": "1000"}
+        status = {
+            "status": {
+                "capacity": resources,
+                "allocatable": resources,
+                "conditions": [
+                    {
+                        "type": "Ready",
+                        "status": "True",
+                        "reason": "KubeletReady",
+                        "message": "test kubelet is posting ready status",
+                        "lastHeartbeatTime": now,
+                        "lastTransitionTime": now,
+                    }
+                ],
+                "addresses": [{"type": "InternalIP", "address": "127.0.0.1"}],
+            }
+        }
+        self.core.patch_node_status(self.node_name, status, _content_type=_SMP)
+
+    # ------------------------------------------------------------------ loop
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.sync_once()
+            except Exception as exc:  # keep playing the kubelet; tests assert on the cluster, not on us
+                self._record(exc)
+            with self._passed:
+                self._passes += 1
+                self._passed.notify_all()
+            self._stop.wait(self.interval)
+
+    def _record(self, exc: BaseException) -> None:
+        if isinstance(exc, ApiException) and exc.status in _QUIET:
+            return
+        if self._stop.is_set():
+            return  # the control plane may already be going away
+        log.warning("test kubelet: %s", exc)
+        self.errors.append(exc)
+        del self.errors[:-20]
+
+    def sync_once(self) -> None:
+        """One pass over all Pods: delete terminating ones, bind unscheduled ones, reconcile status."""
+        pods = self.core.list_pod_for_all_namespaces(_request_timeout=(1, 5)).items
+        for pod in pods:
+            if self._stop.is_set():
+                return
+            try:
+                self._sync_pod(pod)
+            except Exception as exc:
+                self._record(exc)
+
+    def _sync_pod(self, pod: Any) -> None:
+        meta, spec = pod.metadata, pod.spec
+        if meta.deletion_timestamp is not None:
+            if spec.node_name in (None, self.node_name):
+                self.core.delete_namespaced_pod(
+                    meta.name, meta.namespace, grace_period_seconds=0, _request_timeout=(1, 5)
+                )
+            return
+        if not spec.node_name:
+            self._bind(pod)
+        elif spec.node_name != self.node_name:
+            return
+        ready = not self.never_ready(pod)
+        if not self._status_matches(pod, ready):
+            self._patch_status(pod, ready)
+
+    def _bind(self, pod: Any) -> None:
+        """POST pods/binding, as the scheduler does (sets spec.nodeName)."""
+        body = client.V1Binding(
+            metadata=client.V1ObjectMeta(name=pod.metadata.name, namespace=pod.metadata.namespace),
+            target=client.V1ObjectReference(api_version="v1", kind="Node", name=self.node_name),
+        )
+        # _preload_content=False: the reply is a Status, which the generated V1Binding model cannot parse
+        resp = self.core.create_namespaced_pod_binding(
+            pod.metadata.name,
+            pod.metadata.namespace,
+            body,
+            _preload_content=False,
+            _request_timeout=(1, 5),
+        )
+        with contextlib.suppress(Exception):
+            resp.release_conn()
+
+    @staticmethod
+    def _status_matches(pod: Any, ready: bool) -> bool:
+        status = pod.status
+        if status is None or status.phase != "Running":
+            return False
+        conds = {c.type: c.status for c in status.conditions or []}
+        if conds.get("Ready") != ("True" if ready else "False"):
+            return False
+        names = {c.name for c in pod.spec.containers}
+        return {c.name for c in status.container_statuses or []} == names
+
+    def _pod_ip(self, uid: str) -> str:
+        if uid not in self._pod_ips:
+            n = next(self._ips)
+            self._pod_ips[uid] = f"10.244.{(n >> 8) & 255}.{n & 255}"
+        return self._pod_ips[uid]
+
+    def _patch_status(self, pod: Any, ready: bool) -> None:
+        """Report the Pod Running with every container started; Ready only if ``ready``."""
+        now = _now()
+        started = now
+        if pod.status is not None and pod.status.start_time is not None:
+            started = pod.status.start_time.strftime("%Y-%m-%dT%H:%M:%SZ")
+        flag = "True" if ready else "False"
+        not_ready = {} if ready else {"reason": "ContainersNotReady", "message": "readiness probe failed"}
+        ip = self._pod_ip(pod.metadata.uid)
+
+        def container_status(c: Any, uid_suffix: str) -> dict[str, Any]:
+            return {
+                "name": c.name,
+                "image": c.image,
+                "imageID": f"docker-pullable://{c.image}",
+                "containerID": f"containerd://{pod.metadata.uid.replace('-', '')}{uid_suffix}",
+                "ready": ready,
+                "started": True,
+                "restartCount": 0,
+                "state": {"running": {"startedAt": started}},
+            }
+
+        status: dict[str, Any] = {
+            "phase": "Running",
+            "hostIP": "127.0.0.1",
+            "hostIPs": [{"ip": "127.0.0.1"}],
+            "podIP": ip,
+            "podIPs": [{"ip": ip}],
+            "startTime": started,
+            "conditions": [
+                {"type": "PodScheduled", "status": "True", "lastTransitionTime": started},
+                {"type": "Initialized", "status": "True", "lastTransitionTime": started},
+                {"type": "ContainersReady", "status": flag, "lastTransitionTime": now, **not_ready},
+                {"type": "Ready", "status": flag, "lastTransitionTime": now, **not_ready},
+            ],
+            "containerStatuses": [container_status(c, f"{i:02d}") for i, c in enumerate(pod.spec.containers)],
+        }
+        if pod.spec.init_containers:
+            status["initContainerStatuses"] = [
+                {
+                    "name": c.name,
+                    "image": c.image,
+                    "imageID": f"docker-pullable://{c.image}",
+                    "ready": True,
+                    "restartCount": 0,
+                    "state": {"terminated": {"exitCode": 0, "reason": "Completed", "finishedAt": started}},
+                }
+                for c in pod.spec.init_containers
+            ]
+        self.core.patch_namespaced_pod_status(
+            pod.metadata.name,
+            pod.metadata.namespace,
+            {"status": status},
+            _content_type=_SMP,
+            _request_timeout=(1, 5),
+        )
+
+    # ------------------------------------------------------------------ helpers for tests
+
+    def wait_synced(self, timeout: float = 5.0) -> None:
+        """Block until a full sync pass has *started and finished* after this call.
+
+        Lets a test that just changed ``never_ready`` or created Pods know the kubelet has seen them.
+        """
+        with self._passed:
+            target = self._passes + 2  # the pass in flight may have listed Pods before the call
+            if not self._passed.wait_for(lambda: self._passes >= target, timeout):
+                raise TimeoutError(f"test kubelet did not complete a sync pass in {timeout} s")
