@@ -1,0 +1,130 @@
+"""`canaria`: run the operator, print its CRD and RBAC, and the day-2 commands (also `kubectl canaria`)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+import yaml
+
+
+def _run(args: argparse.Namespace) -> int:
+    import kopf
+    from prometheus_client import start_http_server
+
+    from canaria import handlers, metrics
+    from canaria.reconciler import Settings
+
+    kopf.configure(
+        verbose=args.verbose,
+        log_format={"plain": kopf.LogFormat.PLAIN, "json": kopf.LogFormat.JSON}[args.log_format],
+    )
+    handlers.configure(Settings(prometheus_address=args.prometheus_address), args.kubeconfig)
+    if args.metrics_port:
+        start_http_server(args.metrics_port, addr=args.bind_address)
+    metrics.UP.set(1)
+    liveness = f"http://{args.bind_address}:{args.liveness_port}/healthz" if args.liveness_port else None
+    namespaces = args.namespace or []
+    kopf.run(
+        standalone=True,
+        clusterwide=not namespaces,
+        namespaces=namespaces,
+        liveness_endpoint=liveness,
+    )
+    return 0
+
+
+def _crd(_: argparse.Namespace) -> int:
+    from canaria.crd import render_crd
+
+    sys.stdout.write(render_crd())
+    return 0
+
+
+def _rbac(_: argparse.Namespace) -> int:
+    from canaria.rbac import PERMISSIONS
+
+    rows = [
+        {"apiGroup": p.group, "resource": p.resource, "verbs": list(p.verbs), "why": p.why}
+        for p in PERMISSIONS
+    ]
+    sys.stdout.write(yaml.safe_dump(rows, sort_keys=False))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="canaria",
+        description="Canary rollouts of ML model versions on Kubernetes, gated by Prometheus, "
+        "with automatic revert.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = commands.add_parser(
+        "run",
+        help="run the operator",
+        description="Run the Canaria operator against the current kubeconfig (or in-cluster config).",
+    )
+    run.add_argument(
+        "--namespace",
+        "-n",
+        action="append",
+        metavar="NS",
+        help="watch only this namespace (repeatable; globs like 'ml-*' work); default: all",
+    )
+    run.add_argument(
+        "--all-namespaces", "-A", action="store_true", help="watch every namespace (the default)"
+    )
+    run.add_argument(
+        "--prometheus-address",
+        metavar="URL",
+        help="Prometheus used when a ModelDeployment sets no spec.prometheus.address",
+    )
+    run.add_argument(
+        "--kubeconfig", metavar="PATH", help="kubeconfig file (default: in-cluster, then $KUBECONFIG)"
+    )
+    run.add_argument(
+        "--liveness-port",
+        type=int,
+        default=8080,
+        metavar="PORT",
+        help="serve kopf's liveness probe at /healthz on this port (0: off; default 8080)",
+    )
+    run.add_argument(
+        "--metrics-port",
+        type=int,
+        default=9464,
+        metavar="PORT",
+        help="serve Prometheus metrics at /metrics on this port (0: off; default 9464)",
+    )
+    run.add_argument(
+        "--bind-address",
+        default="0.0.0.0",
+        metavar="ADDR",
+        help="address for the liveness and metrics endpoints (default 0.0.0.0)",
+    )
+    run.add_argument(
+        "--log-format", choices=("plain", "json"), default="plain", help="log format (default plain)"
+    )
+    run.add_argument("--verbose", "-v", action="store_true", help="debug logging")
+    run.set_defaults(func=_run)
+
+    crd = commands.add_parser("crd", help="print the ModelDeployment CustomResourceDefinition")
+    crd.set_defaults(func=_crd)
+    rbac = commands.add_parser("rbac", help="print the permissions the operator needs, and why")
+    rbac.set_defaults(func=_rbac)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if getattr(args, "all_namespaces", False):
+        args.namespace = None
+    logging.basicConfig(level=logging.INFO)
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,309 @@
+"""The Kubernetes side of the shell: read what is there, carry out the engine's actions.
+
+Every write is idempotent: Deployments and the Service by server-side apply, Events under names derived
+from the transition they record (a second post is a harmless 409), status by a replace guarded by the
+resourceVersion that was read (a stale write is a 409 and the whole reconcile is redone).
+API errors are translated once, here: 403 names the permission that is missing, 409 and 5xx are
+retried by the caller.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import socket
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+
+from canaria import GROUP, KIND, PLURAL, VERSION
+from canaria.api import ModelDeployment, SecretKeyRef
+from canaria.commands import CHANGE_REASON_ANNOTATION, Command, parse_command
+from canaria.engine import ApplyService, ApplyWorkload, DeleteWorkload, EmitEvent
+from canaria.observations import Observations, WorkloadObservation
+from canaria.workloads import (
+    FIELD_MANAGER,
+    MD_LABEL,
+    TEMPLATE_HASH_ANNOTATION,
+    VERSION_LABEL,
+    deployment_manifest,
+    deployment_name,
+    service_manifest,
+)
+
+log = logging.getLogger("canaria.cluster")
+T = TypeVar("T")
+APPLY = "application/apply-patch+yaml"
+
+
+class Forbidden(Exception):
+    """The operator's RBAC lacks a permission; the message names it."""
+
+
+class Conflict(Exception):
+    """The object changed since it was read; redo the reconcile from a fresh read."""
+
+
+def call(what: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """Run one API call, turning 403 and 409 into errors that say what to do."""
+    try:
+        return fn(*args, **kwargs)
+    except ApiException as exc:
+        if exc.status == 403:
+            detail = _api_message(exc)
+            raise Forbidden(f"forbidden to {what}: the operator's RBAC needs it ({detail})") from exc
+        if exc.status == 409:
+            raise Conflict(f"conflict on {what}: {_api_message(exc)}") from exc
+        raise
+
+
+def _api_message(exc: ApiException) -> str:
+    try:
+        return json.loads(exc.body or "{}").get("message") or str(exc.reason)
+    except (ValueError, AttributeError):
+        return str(exc.reason)
+
+
+def _changed_by(metadata: dict[str, Any]) -> str | None:
+    """The field manager that last wrote the spec, as the audit trail's 'who' when nobody else says."""
+    latest: tuple[str, str] | None = None
+    for entry in metadata.get("managedFields") or []:
+        if "f:spec" in (entry.get("fieldsV1") or {}) and entry.get("subresource") is None:
+            stamp = entry.get("time") or ""
+            if latest is None or stamp >= latest[0]:
+                latest = (stamp, entry.get("manager") or "unknown")
+    return latest[1] if latest else None
+
+
+def _workload(deployment: Any) -> WorkloadObservation:
+    meta, spec, status = deployment.metadata, deployment.spec, deployment.status
+    replicas = spec.replicas or 0
+    caught_up = (status.observed_generation or 0) >= (meta.generation or 0)
+    updated = caught_up and (status.updated_replicas or 0) >= replicas
+    exceeded = any(
+        c.type == "Progressing" and c.reason == "ProgressDeadlineExceeded" for c in status.conditions or []
+    )
+    return WorkloadObservation(
+        version=meta.labels[VERSION_LABEL],
+        replicas=replicas,
+        ready_replicas=status.ready_replicas or 0,
+        updated=updated,
+        template_hash=(meta.annotations or {}).get(TEMPLATE_HASH_ANNOTATION),
+        deadline_exceeded=exceeded,
+    )
+
+
+class Cluster:
+    """One ModelDeployment's view of the API server."""
+
+    def __init__(self, api: client.ApiClient, *, instance: str | None = None) -> None:
+        self.custom = client.CustomObjectsApi(api)
+        self.apps = client.AppsV1Api(api)
+        self.core = client.CoreV1Api(api)
+        self.instance = instance or socket.gethostname()
+
+    # -- reading ----------------------------------------------------------------------------------
+
+    def read(self, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            return call(
+                f"get {PLURAL}.{GROUP} in {namespace}",
+                self.custom.get_namespaced_custom_object,
+                GROUP,
+                VERSION,
+                namespace,
+                PLURAL,
+                name,
+            )
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    def observe(self, body: dict[str, Any], command: Command | None) -> Observations:
+        meta = body["metadata"]
+        name, namespace, uid = meta["name"], meta["namespace"], meta["uid"]
+        deployments = call(
+            f"list deployments.apps in {namespace}",
+            self.apps.list_namespaced_deployment,
+            namespace,
+            label_selector=f"{MD_LABEL}={name}",
+        )
+        workloads = {}
+        for deployment in deployments.items:
+            owners = deployment.metadata.owner_references or []
+            if any(o.uid == uid for o in owners) and VERSION_LABEL in (deployment.metadata.labels or {}):
+                observed = _workload(deployment)
+                workloads[observed.version] = observed
+        return Observations(
+            generation=meta.get("generation") or 1,
+            workloads=workloads,
+            service_ports=self._service_ports(namespace, name, uid),
+            command=command,
+            change_reason=(meta.get("annotations") or {}).get(CHANGE_REASON_ANNOTATION),
+            changed_by=_changed_by(meta),
+        )
+
+    def _service_ports(self, namespace: str, name: str, uid: str) -> tuple[int, int] | None:
+        try:
+            service = call(f"get services in {namespace}", self.core.read_namespaced_service, name, namespace)
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+        if not any(o.uid == uid for o in service.metadata.owner_references or []):
+            return None  # not ours (yet): applying it will say so if someone else owns it
+        port = service.spec.ports[0]
+        return (port.port, port.target_port if isinstance(port.target_port, int) else -1)
+
+    def read_secret(self, namespace: str, ref: SecretKeyRef) -> str:
+        import base64
+
+        secret = call(f"get secrets in {namespace}", self.core.read_namespaced_secret, ref.name, namespace)
+        data = (secret.data or {}).get(ref.key)
+        if data is None:
+            raise ValueError(f"secret {ref.name} has no key {ref.key}")
+        return base64.b64decode(data).decode()
+
+    @staticmethod
+    def command_of(body: dict[str, Any]) -> tuple[Command | None, str | None]:
+        """The pending command, or the reason the annotation is unusable."""
+        try:
+            return parse_command(body["metadata"].get("annotations")), None
+        except ValueError as exc:
+            return None, str(exc)
+
+    # -- acting -----------------------------------------------------------------------------------
+
+    def carry_out(self, md: ModelDeployment, actions: Iterable[Any]) -> None:
+        """Apply workload and Service actions (Events are posted separately, after the status)."""
+        meta = md.metadata
+        name, namespace, uid = meta["name"], meta["namespace"], meta["uid"]
+        for action in actions:
+            if isinstance(action, ApplyWorkload):
+                lineage = None
+                if md.status.canary and md.status.canary.version == action.version:
+                    lineage = md.status.canary.lineage
+                elif action.version == md.spec.model.version:
+                    lineage = md.spec.model.lineage
+                manifest = deployment_manifest(
+                    md_name=name,
+                    md_uid=uid,
+                    namespace=namespace,
+                    spec=md.spec,
+                    version=action.version,
+                    uri=action.uri,
+                    replicas=action.replicas,
+                    template_hash=action.template_hash,
+                    lineage=lineage,
+                )
+                call(
+                    f"apply deployments.apps in {namespace}",
+                    self.apps.patch_namespaced_deployment,
+                    manifest["metadata"]["name"],
+                    namespace,
+                    manifest,
+                    field_manager=FIELD_MANAGER,
+                    force=True,
+                    _content_type=APPLY,
+                )
+            elif isinstance(action, DeleteWorkload):
+                try:
+                    call(
+                        f"delete deployments.apps in {namespace}",
+                        self.apps.delete_namespaced_deployment,
+                        deployment_name(name, action.version),
+                        namespace,
+                        propagation_policy="Background",
+                    )
+                except ApiException as exc:
+                    if exc.status != 404:
+                        raise
+            elif isinstance(action, ApplyService):
+                manifest = service_manifest(md_name=name, md_uid=uid, namespace=namespace, spec=md.spec)
+                call(
+                    f"apply services in {namespace}",
+                    self.core.patch_namespaced_service,
+                    name,
+                    namespace,
+                    manifest,
+                    field_manager=FIELD_MANAGER,
+                    force=True,
+                    _content_type=APPLY,
+                )
+
+    def write_status(self, body: dict[str, Any], status: dict[str, Any]) -> dict[str, Any]:
+        """Replace the status, guarded by the resourceVersion read: a concurrent change is a Conflict."""
+        meta = body["metadata"]
+        new_body = {
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": KIND,
+            "metadata": {
+                "name": meta["name"],
+                "namespace": meta["namespace"],
+                "resourceVersion": meta["resourceVersion"],
+            },
+            "spec": body.get("spec", {}),
+            "status": status,
+        }
+        return call(
+            f"update {PLURAL}.{GROUP}/status in {meta['namespace']}",
+            self.custom.replace_namespaced_custom_object_status,
+            GROUP,
+            VERSION,
+            meta["namespace"],
+            PLURAL,
+            meta["name"],
+            new_body,
+        )
+
+    def post_event(
+        self, body: dict[str, Any], event: EmitEvent, *, related_version: str | None = None
+    ) -> None:
+        """Post one Event; its name comes from the transition, so posting it again changes nothing."""
+        meta = body["metadata"]
+        name, namespace = meta["name"], meta["namespace"]
+        now = datetime.now(UTC)
+        manifest: dict[str, Any] = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {
+                "name": f"{name}.{meta['uid'][:8]}.{event.key}".lower(),
+                "namespace": namespace,
+                "labels": {MD_LABEL: name},
+                "annotations": {VERSION_LABEL: event.version or ""},
+            },
+            "involvedObject": {
+                "apiVersion": f"{GROUP}/{VERSION}",
+                "kind": KIND,
+                "name": name,
+                "namespace": namespace,
+                "uid": meta["uid"],
+                "resourceVersion": meta.get("resourceVersion"),
+            },
+            "type": event.type,
+            "reason": event.reason,
+            "message": event.message[:1024],
+            "action": event.reason,
+            "source": {"component": "canaria"},
+            "reportingComponent": "canaria",
+            "reportingInstance": self.instance,
+            "firstTimestamp": now.isoformat(),
+            "lastTimestamp": now.isoformat(),
+            "eventTime": now.isoformat(timespec="microseconds"),
+            "count": 1,
+        }
+        if related_version:
+            manifest["related"] = {
+                "apiVersion": "apps/v1",
+                "kind": "Deployment",
+                "namespace": namespace,
+                "name": deployment_name(name, related_version),
+            }
+        try:
+            call(f"create events in {namespace}", self.core.create_namespaced_event, namespace, manifest)
+        except Conflict:
+            log.debug("event %s already posted", manifest["metadata"]["name"])

@@ -1,0 +1,118 @@
+"""The objects a ModelDeployment owns, built as plain manifests (pure: no API calls).
+
+One Deployment per model version, named `<name>-<version>`, and one Service selecting every version,
+so that with replica-ratio routing the traffic split is the replica split and needs no mesh.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from typing import Any
+
+from canaria import GROUP, KIND, VERSION
+from canaria.api import Lineage, ModelDeploymentSpec
+
+MD_LABEL = f"{GROUP}/model-deployment"
+VERSION_LABEL = f"{GROUP}/version"
+TEMPLATE_HASH_ANNOTATION = f"{GROUP}/template-hash"
+URI_ANNOTATION = f"{GROUP}/model-uri"
+LINEAGE_ANNOTATION = f"{GROUP}/lineage"
+FIELD_MANAGER = "canaria"
+
+
+def deployment_name(md_name: str, version: str) -> str:
+    return f"{md_name}-{version}"
+
+
+def owner_reference(md_name: str, md_uid: str) -> dict[str, Any]:
+    """Makes the ModelDeployment the controller of what it creates, so deleting it garbage-collects them."""
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": KIND,
+        "name": md_name,
+        "uid": md_uid,
+        "controller": True,
+    }
+
+
+def _with_model_env(container: dict[str, Any], env: dict[str, str]) -> dict[str, Any]:
+    """The container's env with MODEL_* set by Canaria (a user value of the same name is overridden:
+    the served model must be the one the status reports)."""
+    kept = [e for e in container.get("env") or [] if e.get("name") not in env]
+    return {**container, "env": [*kept, *({"name": k, "value": v} for k, v in env.items())]}
+
+
+def deployment_manifest(
+    *,
+    md_name: str,
+    md_uid: str,
+    namespace: str,
+    spec: ModelDeploymentSpec,
+    version: str,
+    uri: str,
+    replicas: int,
+    template_hash: str,
+    lineage: Lineage | None,
+) -> dict[str, Any]:
+    """The Deployment serving one model version."""
+    selector = {MD_LABEL: md_name, VERSION_LABEL: version}
+    labels = {
+        "app.kubernetes.io/name": spec.model.name,
+        "app.kubernetes.io/instance": md_name,
+        "app.kubernetes.io/managed-by": "canaria",
+        **selector,
+    }
+    template = copy.deepcopy(spec.template)
+    meta = template.setdefault("metadata", {})
+    meta["labels"] = {**(meta.get("labels") or {}), **labels}
+    env = {"MODEL_NAME": spec.model.name, "MODEL_VERSION": version, "MODEL_URI": uri}
+    pod = template.setdefault("spec", {})
+    pod["containers"] = [_with_model_env(c, env) for c in pod.get("containers") or []]
+    annotations = {TEMPLATE_HASH_ANNOTATION: template_hash, URI_ANNOTATION: uri}
+    if lineage is not None:
+        annotations[LINEAGE_ANNOTATION] = json.dumps(lineage.dump(), sort_keys=True)
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {
+            "name": deployment_name(md_name, version),
+            "namespace": namespace,
+            "labels": labels,
+            "annotations": annotations,
+            "ownerReferences": [owner_reference(md_name, md_uid)],
+        },
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": selector},
+            "progressDeadlineSeconds": max(int(spec.rollout.progress_deadline_seconds), 1),
+            "template": template,
+        },
+    }
+
+
+def service_manifest(
+    *, md_name: str, md_uid: str, namespace: str, spec: ModelDeploymentSpec
+) -> dict[str, Any]:
+    """One Service over every version of the model: the replica ratio is the traffic ratio."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {
+            "name": md_name,
+            "namespace": namespace,
+            "labels": {"app.kubernetes.io/managed-by": "canaria", MD_LABEL: md_name},
+            "ownerReferences": [owner_reference(md_name, md_uid)],
+        },
+        "spec": {
+            "selector": {MD_LABEL: md_name},
+            "ports": [
+                {
+                    "name": "http",
+                    "port": spec.service.port,
+                    "targetPort": spec.service.target_port,
+                    "protocol": "TCP",
+                }
+            ],
+        },
+    }
