@@ -198,7 +198,8 @@ def classify(metric: Metric, samples: Iterable[Any], *, query: str, at: datetime
         )
     non_finite = [v for v in values if not math.isfinite(v)]
     if non_finite:
-        shown = "NaN" if math.isnan(non_finite[0]) else f"{non_finite[0]:+}"
+        first = non_finite[0]
+        shown = "NaN" if math.isnan(first) else ("+Inf" if first > 0 else "-Inf")
         where = f" in 1 of {len(values)} series" if len(values) > 1 else ""
         hint = " (0/0: no traffic?)" if shown == "NaN" else ""
         return _result(
@@ -297,8 +298,12 @@ class _Client:
             return _Failure(Verdict.INCONCLUSIVE, _connection_reason(error, self.target.address))
         except requests.RequestException as error:  # e.g. a 200 that is not JSON: not a Prometheus API
             return _Failure(Verdict.INCONCLUSIVE, f"bad answer from {self.target.address}: {error}")
-        except (KeyError, TypeError) as error:  # JSON, but without data.result
-            return _Failure(Verdict.INCONCLUSIVE, f"bad answer from {self.target.address}: missing {error}")
+        except (KeyError, TypeError) as error:
+            # JSON, but not shaped like a Prometheus answer (no data.result); anything else is our bug.
+            if self.last_response is None:
+                raise
+            address = self.target.address
+            return _Failure(Verdict.INCONCLUSIVE, f"not a Prometheus API answer from {address} ({error!r})")
         if not isinstance(result, list):
             return _Failure(Verdict.INCONCLUSIVE, f"bad answer from {self.target.address}: {result!r:.200}")
         return result
