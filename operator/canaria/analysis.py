@@ -259,7 +259,11 @@ class _Client:
         # One immediate retry when the connection is refused or reset before a request was sent (a
         # Prometheus restarting behind its Service); reads and statuses are never retried, because a
         # retried slow query doubles the wait and the next analysis run is the retry.
-        retry = Retry(total=1, connect=1, read=0, status=0, other=0, backoff_factor=0, raise_on_status=False)
+        # False (not 0) makes urllib3 re-raise the original error: with 0 a read timeout comes back as
+        # MaxRetryError, which requests reports as a ConnectionError instead of a Timeout.
+        retry = Retry(
+            total=1, connect=1, read=False, status=False, other=False, backoff_factor=0, raise_on_status=False
+        )
         self.prom = PrometheusConnect(
             url=target.address, headers=headers, retry=retry, session=session, timeout=None
         )
