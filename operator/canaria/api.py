@@ -52,6 +52,11 @@ Duration = Annotated[
 DnsLabel = Annotated[
     str, Field(max_length=63, json_schema_extra={"pattern": DNS_LABEL}), AfterValidator(_check_dns_label)
 ]
+# A version is a DNS label short enough to leave room for the model name in `<name>-<version>`. (A
+# field-level max_length on a DnsLabel field is overridden by the annotation's 63, hence its own type.)
+VersionLabel = Annotated[
+    str, Field(max_length=40, json_schema_extra={"pattern": DNS_LABEL}), AfterValidator(_check_dns_label)
+]
 
 
 def cel(rule: str, message: str, field_path: str | None = None) -> dict[str, str]:
@@ -92,9 +97,8 @@ class ModelInfo(CamelModel):
     """The model version that should serve; a new `version` starts a rollout."""
 
     name: DnsLabel = Field(description="Model name (a DNS label).")
-    version: DnsLabel = Field(
+    version: VersionLabel = Field(
         description="Immutable model version ID (a DNS label); changing it starts a canary rollout.",
-        max_length=40,
     )
     uri: str = Field(
         description="Where the server loads the model from; injected as MODEL_URI.", min_length=1

@@ -192,6 +192,7 @@ class _Run:
     ) -> None:
         """Record a transition in status.history and as an Event with the same number."""
         status = self.status
+        change_reason = change_reason or self.obs.change_reason
         seq = status.history[-1].seq + 1 if status.history else 1
         entry = HistoryEntry.model_construct(
             seq=seq,
@@ -315,12 +316,16 @@ def _advance(run: _Run) -> None:
         _progress_canary(run)
     elif desired != status.stable.version:
         if status.rejected is not None:
+            if status.bake_started_at is not None:
+                _bake(run)  # a version refused by its gates changes nothing: the bake goes on
             return  # reverted or refused; waits for a new version or `retry`
         if desired == status.last_known_good.version:
+            serving = status.stable.version
+            status.bake_started_at = None  # a person moved the spec back: nothing is rejected
             _revert(
                 run,
                 "RolledBack",
-                f"spec names {desired}, the last known good version",
+                f"spec names {desired}, the last known good version (was serving {serving})",
                 user=run.obs.changed_by,
             )
         else:
@@ -399,10 +404,11 @@ def _gates_hold(run: _Run) -> bool:
         run.status.rejected = Rejection.model_construct(
             version=version, reason="GateFailed", message=message, at=run.now
         )
+        baking = run.status.bake_started_at is not None
         if run.status.stable is not None:
-            message += f"; {run.status.stable.version} keeps serving"
+            message += f"; {run.status.stable.version} keeps serving" + (" and baking" if baking else "")
         run.transition(
-            Phase.FAILED,
+            Phase.BAKING if baking else Phase.FAILED,
             "GateFailed",
             message,
             version=version,
@@ -587,6 +593,22 @@ def _progress_canary(run: _Run) -> None:
         canary = canary.model_copy(update={"step": len(steps) - 1, "weight": steps[-1].weight})
     elif canary.weight != steps[canary.step].weight:  # a step's weight was edited mid-rollout
         canary = canary.model_copy(update={"weight": steps[canary.step].weight})
+    seen = run.obs.workloads.get(canary.version)
+    if (
+        canary.ready_at is not None
+        and seen is not None
+        and (
+            seen.replicas != split_replicas(spec.replicas, canary.weight)[0]
+            or (
+                seen.template_hash is not None
+                and seen.template_hash != template_hash(spec, canary.version, canary.uri)
+            )
+        )
+    ):
+        # steps, replicas or the template changed under a canary that was ready at this step: its
+        # Deployment is re-applied, so the wait for readiness (and the step's pause) starts again
+        # rather than counting from the step's start and reverting at once on the progress deadline.
+        canary = canary.model_copy(update={"step_started_at": run.now, "ready_at": None})
     status.canary = canary
     if not _canary_ready(run, canary):
         _wait_for_canary(run, canary)

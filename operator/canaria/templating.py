@@ -27,12 +27,33 @@ def template_variables(template: str) -> list[str]:
     return _PLACEHOLDER.findall(template)
 
 
+def _malformed(template: str) -> list[str]:
+    """Every "{{" that does not open a whole `{{variable}}` (PromQL itself never writes "{{"), as the CRD's
+    CEL rule sees it, so that the operator and the API server reject the same queries."""
+    found, pos = [], 0
+    while (start := template.find("{{", pos)) >= 0:
+        match = _PLACEHOLDER.match(template, start)
+        if match:
+            pos = match.end()
+            continue
+        close = template.find("}}", start + 2)
+        found.append(template[start : close + 2] if 0 <= close < start + 40 else template[start : start + 20])
+        pos = start + 2
+    return found
+
+
 def check_template(template: str) -> None:
-    """Raise ValueError naming every variable that is not documented."""
+    """Raise ValueError naming every variable that is not documented, and every malformed placeholder."""
     unknown = sorted({v for v in template_variables(template) if v not in TEMPLATE_VARIABLES})
     if unknown:
         raise ValueError(
             f"unknown template variable(s) {', '.join(unknown)}; allowed: {', '.join(TEMPLATE_VARIABLES)}"
+        )
+    malformed = _malformed(template)
+    if malformed:
+        raise ValueError(
+            f"malformed placeholder(s) {', '.join(malformed)}: write {{{{variable}}}} with one of "
+            f"{', '.join(TEMPLATE_VARIABLES)}"
         )
 
 
