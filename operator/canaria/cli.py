@@ -122,7 +122,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if getattr(args, "all_namespaces", False):
         args.namespace = None
-    logging.basicConfig(level=logging.INFO)
+    if args.command != "run":  # kopf configures logging for the operator itself
+        logging.basicConfig(level=logging.WARNING)
     return int(args.func(args) or 0)
 
 

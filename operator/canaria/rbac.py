@@ -27,7 +27,7 @@ class Permission:
 
 PERMISSIONS: tuple[Permission, ...] = (
     Permission(GROUP, PLURAL, ("get", "list", "watch", "patch"), "read ModelDeployments; kopf finalizers"),
-    Permission(GROUP, f"{PLURAL}/status", ("get", "patch"), "report status through the subresource"),
+    Permission(GROUP, f"{PLURAL}/status", ("get", "update"), "report status through the subresource"),
     Permission(
         "apps",
         "deployments",

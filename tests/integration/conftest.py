@@ -9,14 +9,17 @@ from __future__ import annotations
 import os
 import secrets
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
+from canaria.rbac import rules as rbac_rules
+
 from .controlplane import ControlPlane, missing_binaries
+from .harness import ModelDeployments, OperatorProcess, install_crd
 from .kubelet import TestKubelet
 
 _HERE = Path(__file__).resolve().parent
@@ -114,3 +117,52 @@ def namespace(control_plane: ControlPlane, admin_api: client.ApiClient) -> Itera
         except ApiException as exc:
             if exc.status != 404:
                 raise
+
+
+@pytest.fixture(scope="session")
+def crd(control_plane: ControlPlane, admin_api: client.ApiClient) -> str:
+    """The generated ModelDeployment CRD, applied for real (the API server enforces its schema and CEL)."""
+    install_crd(admin_api)
+    return "modeldeployments.canaria.dev"
+
+
+@pytest.fixture
+def mds(crd: str, admin_api: client.ApiClient, namespace: str) -> ModelDeployments:
+    """ModelDeployments of the test's namespace, as admin (the user's side)."""
+    return ModelDeployments(admin_api, namespace)
+
+
+@pytest.fixture
+def start_operator(
+    crd: str, control_plane: ControlPlane, namespace: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> Iterator[Callable[..., OperatorProcess]]:
+    """Start `canaria run` watching the test namespace, under a token bound to exactly canaria.rbac.
+
+    Returns a factory so a test can start it again after killing it; every process is stopped after.
+    """
+    kubeconfig = control_plane.service_account_kubeconfig(
+        namespace, "canaria", rbac_rules(), tmp_path / "operator.kubeconfig"
+    )
+    started: list[OperatorProcess] = []
+
+    def start(*, prometheus: str | None = None, namespaces: list[str] | None = None) -> OperatorProcess:
+        process = OperatorProcess(
+            kubeconfig, namespaces or [namespace], tmp_path / "operator.log", prometheus=prometheus
+        ).start()
+        started.append(process)
+        return process
+
+    yield start
+    for process in started:
+        process.stop()
+    report = getattr(request.node, "rep_call", None)
+    if started and (report is None or report.failed):
+        print(f"--- operator log ({started[-1].log_path}) ---\n{started[-1].log_tail()}")
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """Keep each phase's report on the test item, so fixtures can show logs only for failures."""
+    report = yield
+    setattr(item, f"rep_{report.when}", report)
+    return report

@@ -1,0 +1,237 @@
+"""Running the real operator (`canaria run`, a separate process) against the test control plane.
+
+The operator runs under a ServiceAccount token bound to exactly `canaria.rbac` — not as admin — so an
+undeclared API call fails a test. It runs as a process so a test can kill it at any moment.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+
+from canaria import GROUP, PLURAL, VERSION
+from canaria.crd import custom_resource_definition
+
+T = TypeVar("T")
+REPO = Path(__file__).resolve().parents[2]
+
+
+def wait_for(what: str, probe: Callable[[], T], timeout: float = 60.0, interval: float = 0.2) -> T:
+    """Poll until probe() returns something truthy; fail with `what` (and the last value) on timeout."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = probe()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}; last: {last!r}")
+
+
+def install_crd(api: client.ApiClient) -> None:
+    """Create or replace the generated CRD and wait until it is served."""
+    ext = client.ApiextensionsV1Api(api)
+    crd = custom_resource_definition()
+    name = crd["metadata"]["name"]
+    try:
+        ext.create_custom_resource_definition(crd)
+    except ApiException as exc:
+        if exc.status != 409:
+            raise
+        current = ext.read_custom_resource_definition(name)
+        crd["metadata"]["resourceVersion"] = current.metadata.resource_version
+        ext.replace_custom_resource_definition(name, crd)
+
+    def established() -> bool:
+        conditions = ext.read_custom_resource_definition(name).status.conditions or []
+        return any(c.type == "Established" and c.status == "True" for c in conditions)
+
+    wait_for("the CRD to be established", established, timeout=30)
+
+
+class OperatorProcess:
+    """`canaria run` as a child process, logging to a file the test can show on failure."""
+
+    def __init__(
+        self, kubeconfig: Path, namespaces: list[str], log_path: Path, *, prometheus: str | None
+    ) -> None:
+        self.kubeconfig, self.namespaces, self.log_path, self.prometheus = (
+            kubeconfig,
+            namespaces,
+            log_path,
+            prometheus,
+        )
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> OperatorProcess:
+        args = [
+            sys.executable,
+            "-m",
+            "canaria.cli",
+            "run",
+            "--kubeconfig",
+            str(self.kubeconfig),
+            "--liveness-port",
+            "0",
+            "--metrics-port",
+            "0",
+            "--bind-address",
+            "127.0.0.1",
+            "--verbose",
+        ]
+        for ns in self.namespaces:
+            args += ["--namespace", ns]
+        if self.prometheus:
+            args += ["--prometheus-address", self.prometheus]
+        log = self.log_path.open("ab")
+        env = {k: v for k, v in os.environ.items() if k != "KUBECONFIG"}
+        self.process = subprocess.Popen(
+            args, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
+        )
+        log.close()
+        return self
+
+    def kill(self) -> None:
+        """SIGKILL: no chance to clean up, as when a node dies."""
+        if self.process and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(10)
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(15)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def log_tail(self, lines: int = 60) -> str:
+        with contextlib.suppress(OSError):
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        return ""
+
+
+class ModelDeployments:
+    """Small typed helpers over the custom objects API, for readable tests."""
+
+    def __init__(self, api: client.ApiClient, namespace: str) -> None:
+        self.custom = client.CustomObjectsApi(api)
+        self.apps = client.AppsV1Api(api)
+        self.core = client.CoreV1Api(api)
+        self.namespace = namespace
+
+    def create(self, body: dict[str, Any]) -> dict[str, Any]:
+        body = copy.deepcopy(body)
+        body.setdefault("apiVersion", f"{GROUP}/{VERSION}")
+        body.setdefault("kind", "ModelDeployment")
+        body["metadata"]["namespace"] = self.namespace
+        return self.custom.create_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL, body)
+
+    def get(self, name: str) -> dict[str, Any]:
+        return self.custom.get_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL, name)
+
+    def status(self, name: str) -> dict[str, Any]:
+        return self.get(name).get("status") or {}
+
+    def patch(self, name: str, patch: dict[str, Any]) -> dict[str, Any]:
+        return self.custom.patch_namespaced_custom_object(
+            GROUP, VERSION, self.namespace, PLURAL, name, patch, _content_type="application/merge-patch+json"
+        )
+
+    def set_version(self, name: str, version: str, *, reason: str | None = None, **model: Any) -> None:
+        patch: dict[str, Any] = {
+            "spec": {"model": {"version": version, "uri": f"s3://models/{name}/{version}", **model}}
+        }
+        if reason:
+            patch["metadata"] = {"annotations": {"canaria.dev/change-reason": reason}}
+        self.patch(name, patch)
+
+    def wait_phase(self, name: str, phase: str, timeout: float = 60.0, **expected: Any) -> dict[str, Any]:
+        def probe() -> dict[str, Any] | None:
+            status = self.status(name)
+            if status.get("phase") != phase:
+                return None
+            for key, value in expected.items():
+                if ((status.get(key) or {}).get("version")) != value:
+                    return None
+            return status
+
+        return wait_for(f"{name} phase {phase} {expected}", probe, timeout=timeout)
+
+    def replicas(self, name: str) -> dict[str, int]:
+        """version → spec.replicas of every Deployment the ModelDeployment owns."""
+        items = self.apps.list_namespaced_deployment(
+            self.namespace, label_selector=f"canaria.dev/model-deployment={name}"
+        ).items
+        return {d.metadata.labels["canaria.dev/version"]: d.spec.replicas for d in items}
+
+    def events(self, name: str) -> list[Any]:
+        items = self.core.list_namespaced_event(
+            self.namespace, field_selector=f"involvedObject.name={name},involvedObject.kind=ModelDeployment"
+        ).items
+        return sorted(items, key=lambda e: (e.metadata.creation_timestamp, e.metadata.name))
+
+    def reasons(self, name: str) -> list[str]:
+        return [e.reason for e in self.events(name)]
+
+
+def model_deployment(
+    name: str,
+    version: str = "v1",
+    *,
+    replicas: int = 2,
+    steps: list[dict[str, Any]] | None = None,
+    metrics: list[dict[str, Any]] | None = None,
+    interval: str = "1s",
+    **extra: Any,
+) -> dict[str, Any]:
+    """A ModelDeployment body with a tiny server template (the test kubelet never runs images)."""
+    rollout: dict[str, Any] = {
+        "steps": steps or [{"weight": 50, "pause": "1s"}, {"weight": 100}],
+        "progressDeadline": extra.pop("progress_deadline", "60s"),
+        "analysis": {"interval": interval, "metrics": metrics or []},
+    }
+    rollout.update(extra.pop("rollout", {}))
+    body: dict[str, Any] = {
+        "metadata": {"name": name, "annotations": {"canaria.dev/change-reason": "initial release"}},
+        "spec": {
+            "model": {
+                "name": name,
+                "version": version,
+                "uri": f"s3://models/{name}/{version}",
+                "owner": "ml-team@example.com",
+                "lineage": {"codeCommit": "1a2b3c4", "dataset": "snapshot-1", "trainingRun": "run-1"},
+            },
+            "replicas": replicas,
+            "template": {
+                "spec": {
+                    "containers": [
+                        {
+                            "name": "server",
+                            "image": "example.com/model-server:1.0",
+                            "ports": [{"containerPort": 8080}],
+                        }
+                    ]
+                }
+            },
+            "rollout": rollout,
+            **extra,
+        },
+    }
+    return body
+
+
+def load_example(path: Path) -> list[dict[str, Any]]:
+    return [doc for doc in yaml.safe_load_all(path.read_text()) if doc]
