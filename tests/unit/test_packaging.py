@@ -490,6 +490,19 @@ def test_values_schema_rejects(helm: ModuleType, values: dict[str, Any]) -> None
         chart.validate_schema(values)
 
 
+def test_chart_args_are_accepted_by_canaria_run(helm: ModuleType) -> None:
+    """The arguments the chart passes parse with the real command line, to the intended settings."""
+    cli = pytest.importorskip("canaria.cli", reason="canaria.cli not available")
+    run = cli.build_parser()
+    defaults = run.parse_args(["run", *container_args(one(render(helm), "Deployment"))])
+    assert defaults.namespace is None and defaults.all_namespaces
+    assert (defaults.liveness_port, defaults.metrics_port, defaults.log_format) == (8080, 9464, "json")
+    custom = run.parse_args(["run", *container_args(one(render(helm, NON_DEFAULT_VALUES), "Deployment"))])
+    assert custom.namespace == ["ml", "fraud"] and not custom.all_namespaces
+    assert custom.prometheus_address == NON_DEFAULT_VALUES["prometheusAddress"]
+    assert custom.log_format == "plain" and custom.verbose
+
+
 # ---------------------------------------------------------------------------------------------- kustomize
 
 
