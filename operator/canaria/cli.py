@@ -54,12 +54,22 @@ def _rbac(_: argparse.Namespace) -> int:
     return 0
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("canaria")
+    except PackageNotFoundError:
+        return "unknown"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="canaria",
         description="Canary rollouts of ML model versions on Kubernetes, gated by Prometheus, "
         "with automatic revert.",
     )
+    parser.add_argument("--version", action="version", version=f"canaria {_version()}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = commands.add_parser(
