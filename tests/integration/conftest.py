@@ -11,6 +11,7 @@ import secrets
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from kubernetes import client
@@ -145,9 +146,20 @@ def start_operator(
     )
     started: list[OperatorProcess] = []
 
-    def start(*, prometheus: str | None = None, namespaces: list[str] | None = None) -> OperatorProcess:
+    def start(
+        *,
+        prometheus: str | None = None,
+        namespaces: list[str] | None = None,
+        rules: list[dict[str, Any]] | None = None,
+    ) -> OperatorProcess:
+        """`rules` runs it under another ServiceAccount granted exactly those rules instead."""
+        config = kubeconfig
+        if rules is not None:
+            config = control_plane.service_account_kubeconfig(
+                namespace, "canaria-limited", rules, tmp_path / "limited.kubeconfig"
+            )
         process = OperatorProcess(
-            kubeconfig, namespaces or [namespace], tmp_path / "operator.log", prometheus=prometheus
+            config, namespaces or [namespace], tmp_path / "operator.log", prometheus=prometheus
         ).start()
         started.append(process)
         return process

@@ -11,6 +11,7 @@ from kubernetes.client.exceptions import ApiException
 
 from canaria import GROUP, PLURAL, VERSION
 from canaria.cluster import Cluster
+from canaria.rbac import rules as rbac_rules
 from canaria.reconciler import Reconciler, Settings
 
 from .controlplane import ControlPlane
@@ -204,3 +205,17 @@ def test_operator_restricted_to_one_namespace_ignores_the_others(
         assert others.replicas("ignored") == {}
     finally:
         core.delete_namespace(other, propagation_policy="Background")
+
+
+def test_a_missing_permission_is_reported_by_name(
+    mds: ModelDeployments, start_operator: Callable[..., OperatorProcess], kubelet: TestKubelet
+) -> None:
+    without_events = [r for r in rbac_rules() if r["resources"] != ["events"] or r["apiGroups"] != [""]]
+    operator = start_operator(rules=without_events)
+    mds.create(model_deployment("fraud", "v1"))
+    wait_for(
+        "a 403 naming the permission in the operator's log",
+        lambda: "forbidden to create events in " + mds.namespace in operator.log_tail(400),
+        timeout=30,
+    )
+    assert "the operator's RBAC needs it" in operator.log_tail(400)
