@@ -64,8 +64,10 @@ def _version() -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from canaria import ctl
+
     parser = argparse.ArgumentParser(
-        prog="canaria",
+        prog=ctl.prog_name(),
         description="Canary rollouts of ML model versions on Kubernetes, gated by Prometheus, "
         "with automatic revert.",
     )
@@ -125,6 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
     crd.set_defaults(func=_crd)
     rbac = commands.add_parser("rbac", help="print the permissions the operator needs, and why")
     rbac.set_defaults(func=_rbac)
+    ctl.add_commands(commands)
     return parser
 
 
