@@ -560,16 +560,20 @@ def _judge_analysis(run: _Run) -> bool:
     return False
 
 
-def _analysis_passed_since(run: _Run, since: datetime | None) -> bool:
-    """A stage may end only on a passing run made after it began; no metrics means nothing to wait for."""
+def _analysis_passed_since(run: _Run, since: datetime | None, began: datetime | None) -> bool:
+    """A stage may end only on a passing run made after it began (strictly: the run that ended the previous
+    stage judged that stage, even when the next one needs no scaling and is ready at the same instant) and
+    once it was ready (`since`); no metrics means nothing to wait for."""
     if not run.spec.rollout.analysis.metrics:
         return True
     counts = run.status.analysis
+    last = counts.last_run_at
     return (
         since is not None
         and counts.verdict == Verdict.PASS
-        and counts.last_run_at is not None
-        and counts.last_run_at >= since
+        and last is not None
+        and last >= since
+        and (began is None or last > began)
     )
 
 
@@ -627,7 +631,7 @@ def _progress_canary(run: _Run) -> None:
     step = steps[canary.step]
     held_for = (run.now - canary.ready_at).total_seconds()
     pause_over = promote is not None or (not step.manual and held_for >= step.pause_seconds)
-    if not (pause_over and _analysis_passed_since(run, canary.ready_at)):
+    if not (pause_over and _analysis_passed_since(run, canary.ready_at, canary.step_started_at)):
         if spec.rollout.analysis.metrics:
             run.requeue.append(_next_analysis_in(run))
         if not step.manual and not pause_over:
@@ -638,9 +642,12 @@ def _progress_canary(run: _Run) -> None:
         _promote(run, f"all {len(steps)} steps passed; {passed}", promote)
         return
     nxt = steps[canary.step + 1]
-    status.canary = canary.model_copy(
+    advanced = canary.model_copy(
         update={"step": canary.step + 1, "weight": nxt.weight, "step_started_at": run.now, "ready_at": None}
     )
+    if _canary_ready(run, advanced):  # the next weight needs no more replicas: ready at once
+        advanced = advanced.model_copy(update={"ready_at": run.now})
+    status.canary = advanced
     by = f" (promoted by {promote.user or 'unknown'})" if promote else ""
     run.transition(
         Phase.PROGRESSING,
@@ -708,7 +715,8 @@ def _bake(run: _Run) -> None:
     if _hold_if_paused(run):
         return
     baked = (run.now - status.bake_started_at).total_seconds()
-    if baked >= spec.rollout.bake_seconds and _analysis_passed_since(run, status.bake_started_at):
+    started = status.bake_started_at
+    if baked >= spec.rollout.bake_seconds and _analysis_passed_since(run, started, started):
         _finish_bake(
             run, f"baked {spec.rollout.bake}; {_results_text(status.analysis.results) or 'no metrics'}"
         )
@@ -770,6 +778,22 @@ def _settle_healthy(run: _Run) -> None:
     status = run.status
     status.rejected = None
     status.control_paused = None
+    stable, bake = status.stable, run.spec.rollout.bake
+    if status.last_known_good.version != stable.version:
+        # it serves again, but its bake was cut short by a newer version that was then abandoned: it is
+        # not proven, so it bakes again before it becomes the last known good (and Healthy)
+        if bake:
+            status.bake_started_at = run.now
+            run.transition(
+                Phase.BAKING,
+                "BakeRestarted",
+                f"{run.name} spec names {stable.version} again, whose bake was interrupted: baking {bake}",
+                version=stable.version,
+                user=run.obs.changed_by,
+            )
+            run.requeue.append(run.spec.rollout.bake_seconds)
+            return
+        status.last_known_good = stable
     run.transition(
         Phase.HEALTHY,
         "Reconciled",

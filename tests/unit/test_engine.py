@@ -935,6 +935,35 @@ def test_gate_failure_during_bake_keeps_baking() -> None:
     assert world.phase == "Healthy" and world.replicas() == {"v2": 4}
 
 
+def test_spec_back_to_a_version_whose_bake_was_interrupted_bakes_it_again() -> None:
+    world = _baking()
+    world.release("v3")
+    world.tick(1)
+    world.edit(model={"version": "v2", "uri": "s3://models/fraud/v2"})
+    events = new_events(world, lambda: world.tick(1))
+    assert [e.reason for e in events] == ["RolloutAbandoned", "BakeRestarted"]
+    assert (world.phase, world.stable, world.lkg) == ("Baking", "v2", "v1"), "not Healthy: never proven"
+    assert world.replicas() == {"v1": 0, "v2": 4}
+    world.run_until(lambda w: w.phase == "Healthy", step=60)
+    assert (world.lkg, world.history_reasons()[-1]) == ("v2", "BakeCompleted")
+
+
+def test_one_analysis_run_never_ends_two_steps() -> None:
+    """Weights 5 and 25 of 4 replicas are both one canary pod: the second step needs no scaling and is
+    ready at once, but it still waits for a run of its own."""
+    world = healthy_world(rollout={"steps": [{"weight": 5}, {"weight": 25}, {"weight": 100}]})
+    world.release("v2")
+    world.tick(1)
+    world.tick(5)
+    assert world.status.canary.step == 1
+    assert world.status.canary.ready_at == world.now  # no scaling needed: its wait is over
+    for _ in range(5):
+        world.tick(0)
+    assert world.status.canary.step == 1
+    world.tick(60)
+    assert world.status.canary.step == 2
+
+
 def test_new_version_during_bake_rolls_out_against_the_baking_version() -> None:
     world = _baking()
     world.release("v3")

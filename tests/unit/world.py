@@ -170,6 +170,9 @@ class World:
     change_reason: str | None = None  # the canaria.dev/change-reason annotation
     changed_by: str | None = None
     roundtrip: bool = True  # store status as the API server would (dump + validate)
+    #: called after every decision is applied, with (world, status before, observations, decision)
+    on_decision: Callable[[World, ModelDeploymentStatus, Observations, Decision], None] | None = None
+    last_observations: Observations | None = None
 
     # -- construction ------------------------------------------------------------------------------
 
@@ -306,8 +309,11 @@ class World:
         if obs.analysis is not None:
             self.analysis_runs.append(obs.analysis)
         self.last_observations = obs
-        decision = decide(self.spec, self.status, obs, self.now)
+        before = self.status
+        decision = decide(self.spec, before, obs, self.now)
         self.apply(decision)
+        if self.on_decision is not None:
+            self.on_decision(self, before, obs, decision)
         return decision
 
     def apply(self, decision: Decision) -> None:
