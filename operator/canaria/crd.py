@@ -56,6 +56,8 @@ def _structural(node: Any) -> Any:
     if "properties" in result:
         result["properties"] = {name: _structural(sub) for name, sub in node["properties"].items()}
         result.setdefault("type", "object")
+        if not result["properties"]:
+            del result["properties"]  # the API server drops an empty map; keep generated == stored
     if "enum" in result and "type" not in result:
         result["type"] = "string"
     return result
