@@ -38,6 +38,13 @@ def _field_paths(spec: dict[str, Any]) -> list[str]:
     return []
 
 
+def _dry_run_create(mds: ModelDeployments, doc: dict[str, Any]) -> dict[str, Any]:
+    body = {**doc, "metadata": {**doc["metadata"], "namespace": mds.namespace}}
+    return mds.custom.create_namespaced_custom_object(
+        "canaria.dev", "v1alpha1", mds.namespace, "modeldeployments", body, dry_run="All"
+    )
+
+
 def test_there_are_examples_of_both_kinds() -> None:
     assert len(GOOD) >= 3 and len(BAD) >= 4
 
@@ -62,14 +69,7 @@ def test_bad_example_is_rejected_naming_the_field(path: Path, mds: ModelDeployme
         expected = _field_paths(doc["spec"])
         assert expected, f"{path.name} should be invalid for the operator too"
         with pytest.raises(ApiException) as raised:
-            mds.custom.create_namespaced_custom_object(
-                "canaria.dev",
-                "v1alpha1",
-                mds.namespace,
-                "modeldeployments",
-                {**doc, "metadata": {**doc["metadata"], "namespace": mds.namespace}},
-                dry_run="All",
-            )
+            _dry_run_create(mds, doc)
         assert raised.value.status == 422, raised.value.body
         message = raised.value.body
         assert any(field in message for field in expected), (
