@@ -52,14 +52,7 @@ def test_there_are_examples_of_both_kinds() -> None:
 @pytest.mark.parametrize("path", GOOD, ids=lambda p: p.name)
 def test_good_example_is_accepted(path: Path, mds: ModelDeployments) -> None:
     for doc in _model_deployments(path):
-        created = mds.custom.create_namespaced_custom_object(
-            "canaria.dev",
-            "v1alpha1",
-            mds.namespace,
-            "modeldeployments",
-            {**doc, "metadata": {**doc["metadata"], "namespace": mds.namespace}},
-            dry_run="All",
-        )
+        created = _dry_run_create(mds, doc)
         assert created["spec"]["model"]["version"] == doc["spec"]["model"]["version"]
 
 
