@@ -632,7 +632,9 @@ def render_status(
             Text(""),
             Text(fmt_time(parse_time(rejected.get("at")), tz)),
         )
-    parts: list[RenderableType] = [head, Text(""), versions]
+    parts: list[RenderableType] = [head]
+    if versions.row_count:
+        parts += [Text(""), versions]
 
     analysis = status.get("analysis") or {}
     limits = _get(spec, "rollout", "analysis") or {}
@@ -667,7 +669,7 @@ def render_status(
     elif limits.get("metrics"):
         parts += [Text(""), Text(f"analysis: {len(limits['metrics'])} metric(s), no run yet")]
     else:
-        parts += [Text(""), Text("analysis: no metrics (steps advance on their pause alone)")]
+        parts += [Text(""), Text("analysis: no metrics")]
 
     command = status.get("lastCommand")
     if command:
@@ -956,11 +958,12 @@ def _api_body(exc: Any) -> dict[str, Any]:
     return body if isinstance(body, dict) else {}
 
 
-def _console() -> Console:
-    """stdout console; when piped, wide enough that tables do not wrap (like kubectl)."""
-    if sys.stdout.isatty():
-        return Console(highlight=False)
-    return Console(highlight=False, width=int(os.environ.get("COLUMNS") or 250))
+def _console(stderr: bool = False) -> Console:
+    """A console on stdout (or stderr); when piped, wide enough that lines do not wrap (like kubectl)."""
+    stream = sys.stderr if stderr else sys.stdout
+    if stream.isatty():
+        return Console(highlight=False, stderr=stderr)
+    return Console(highlight=False, stderr=stderr, width=int(os.environ.get("COLUMNS") or 250))
 
 
 def _dump(data: Any, output: str) -> None:
@@ -1112,7 +1115,7 @@ def cmd_rollback(args: argparse.Namespace) -> int:
     user = args.user or session.default_user()
     current = _get(md, "spec", "model", "version")
     reason = args.reason or f"rollback {current} → {target.version} by {user}"
-    err = Console(stderr=True, highlight=False)
+    err = _console(stderr=True)
     err.print(Text(target.note))
     if args.dry_run:
         print(f"dry run: would set spec.model.version of {name} {current} → {target.version}")
