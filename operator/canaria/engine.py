@@ -407,8 +407,12 @@ def _gates_hold(run: _Run) -> bool:
         baking = run.status.bake_started_at is not None
         if run.status.stable is not None:
             message += f"; {run.status.stable.version} keeps serving" + (" and baking" if baking else "")
+        if not baking:
+            target = Phase.FAILED
+        else:  # the refused version changes nothing: the bake goes on (held, if it was)
+            target = Phase.PAUSED if run.status.phase == Phase.PAUSED else Phase.BAKING
         run.transition(
-            Phase.BAKING if baking else Phase.FAILED,
+            target,
             "GateFailed",
             message,
             version=version,
@@ -593,12 +597,13 @@ def _progress_canary(run: _Run) -> None:
     spec, status = run.spec, run.status
     steps = spec.rollout.steps
     canary = status.canary
+    edited: dict[str, int] | None = None
     if canary.step >= len(steps):  # steps were shortened mid-rollout
-        canary = canary.model_copy(update={"step": len(steps) - 1, "weight": steps[-1].weight})
+        edited = {"step": len(steps) - 1, "weight": steps[-1].weight}
     elif canary.weight != steps[canary.step].weight:  # a step's weight was edited mid-rollout
-        canary = canary.model_copy(update={"weight": steps[canary.step].weight})
+        edited = {"weight": steps[canary.step].weight}
     seen = run.obs.workloads.get(canary.version)
-    if (
+    if edited is not None or (
         canary.ready_at is not None
         and seen is not None
         and (
@@ -609,10 +614,11 @@ def _progress_canary(run: _Run) -> None:
             )
         )
     ):
-        # steps, replicas or the template changed under a canary that was ready at this step: its
-        # Deployment is re-applied, so the wait for readiness (and the step's pause) starts again
-        # rather than counting from the step's start and reverting at once on the progress deadline.
-        canary = canary.model_copy(update={"step_started_at": run.now, "ready_at": None})
+        # The current step was edited, or replicas or the template changed under a canary that was ready
+        # at this step: the step starts again (readiness, pause, and a passing run of its own), rather than
+        # counting from its old start (and reverting at once on the progress deadline) or ending on a run
+        # made at another weight.
+        canary = canary.model_copy(update={**(edited or {}), "step_started_at": run.now, "ready_at": None})
     status.canary = canary
     if not _canary_ready(run, canary):
         _wait_for_canary(run, canary)
@@ -699,6 +705,7 @@ def _promote(run: _Run, detail: str, command: PendingPromote | None) -> None:
             user=user,
         )
         run.requeue.append(spec.rollout.bake_seconds)
+        _hold_if_paused(run)
     else:
         status.last_known_good = status.stable
         run.transition(Phase.HEALTHY, "Promoted", message, version=canary.version, user=user)
@@ -792,6 +799,7 @@ def _settle_healthy(run: _Run) -> None:
                 user=run.obs.changed_by,
             )
             run.requeue.append(run.spec.rollout.bake_seconds)
+            _hold_if_paused(run)
             return
         status.last_known_good = stable
     run.transition(
