@@ -202,11 +202,7 @@ def next_step(md: dict[str, Any], now: datetime, *, prog: str = "canaria", tz: t
     def next_analysis() -> str:
         last = parse_time(_get(status, "analysis", "lastRunAt"))
         interval = _duration(analysis_spec.get("interval"), 60.0)
-        since = parse_time(_get(canary or {}, "readyAt")) or parse_time(status.get("bakeStartedAt"))
-        if last is None or (since is not None and last < since and canary is None):
-            due = now
-        else:
-            due = last + timedelta(seconds=interval)
+        due = now if last is None else last + timedelta(seconds=interval)
         return f"next analysis in {_in((due - now).total_seconds())}"
 
     if phase == "Paused":
