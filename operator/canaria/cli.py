@@ -128,6 +128,9 @@ def build_parser() -> argparse.ArgumentParser:
     rbac = commands.add_parser("rbac", help="print the permissions the operator needs, and why")
     rbac.set_defaults(func=_rbac)
     ctl.add_commands(commands)
+    from canaria.sandbox import add_parser as add_sandbox_parser
+
+    add_sandbox_parser(commands)
     return parser
 
 

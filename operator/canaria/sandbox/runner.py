@@ -1,0 +1,435 @@
+"""The sandbox's moving parts, started and stopped in order, all on 127.0.0.1.
+
+1. simulated model servers (`canaria.simulator`), one per ModelDeployment, whose traffic per version
+   follows the ready replicas of that version's Deployment, as one Service over every version would;
+2. a local Prometheus (`canaria.localprom`, Debian's ``prometheus``) scraping them every second;
+3. the Kubernetes emulator (`emulator.SandboxEmulator` behind kmock's HTTP server) with the CRD installed;
+4. the real operator: ``canaria run --kubeconfig <sandbox kubeconfig>`` as a child process.
+
+The operator runs as a process rather than in a thread: it then starts exactly as in a cluster (its own
+kopf event loop, signal handling and module state, its kubeconfig login), its log goes to a file
+instead of through the live display, and stopping it is a SIGTERM to its own process group, which no
+thread can be given. Every child also gets SIGKILL from the kernel if this process dies (PDEATHSIG).
+Teardown is the reverse order: operator, emulator, Prometheus, simulators.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import json
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from kubernetes import client, config
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from canaria import GROUP, PLURAL
+from canaria.crd import custom_resource_definition
+from canaria.localprom import LocalPrometheus, PrometheusNotFound, PrometheusStartError, find_prometheus
+from canaria.sandbox.emulator import DEPLOYMENTS, EmulatorThread, write_kubeconfig
+from canaria.sandbox.story import (
+    RATE_WINDOW,
+    Script,
+    Story,
+    load_script,
+    render_audit_trail,
+    render_summary,
+)
+from canaria.simulator import ModelServerSimulator
+from canaria.workloads import MD_LABEL, VERSION_LABEL
+
+log = logging.getLogger("canaria.sandbox")
+
+SIMULATE_ANNOTATION = "sandbox.canaria.dev/simulate"
+REQUESTS_PER_SECOND = 1000.0  # enough requests per scrape that a 12% error rate shows at once
+READY_DELAY = 0.5
+INSTALL_COMMAND = "sudo apt-get update && sudo apt-get install -y --no-install-recommends prometheus"
+
+
+# ---------------------------------------------------------------------------------------- traffic
+
+
+class Traffic:
+    """Simulated model servers whose per-version traffic follows the ready replicas.
+
+    ``on_event`` is an emulator listener: a Deployment labelled with a ModelDeployment and a version
+    changes that version's share; a ModelDeployment annotated ``sandbox.canaria.dev/simulate`` (JSON,
+    ``{"v4": {"errorRate": 0.2, "latency": 0.4}}``) changes how a version behaves.
+    """
+
+    def __init__(self, requests_per_second: float = REQUESTS_PER_SECOND) -> None:
+        self.requests_per_second = requests_per_second
+        self.simulators: dict[str, ModelServerSimulator] = {}
+        self.ready: dict[str, dict[str, int]] = {}
+        self.on_new_target: Callable[[list[str]], None] | None = None
+        self._lock = threading.RLock()
+
+    def simulator(self, service: str) -> ModelServerSimulator:
+        with self._lock:
+            sim = self.simulators.get(service)
+            if sim is None:
+                sim = ModelServerSimulator(service, requests_per_second=self.requests_per_second).start()
+                sim.set_traffic({})  # no Pod is ready yet: nobody is served
+                self.simulators[service] = sim
+                if self.on_new_target is not None:
+                    self.on_new_target(self.targets())
+            return sim
+
+    def targets(self) -> list[str]:
+        with self._lock:
+            return [sim.target for sim in self.simulators.values()]
+
+    def replicas(self, service: str) -> dict[str, int]:
+        with self._lock:
+            return dict(self.ready.get(service, {}))
+
+    def shares(self, service: str) -> dict[str, float]:
+        sim = self.simulators.get(service)
+        return sim.shares() if sim is not None else {}
+
+    def on_event(self, kind: str, resource: Any, body: dict[str, Any]) -> None:
+        meta = body.get("metadata") or {}
+        if resource == DEPLOYMENTS:
+            labels = meta.get("labels") or {}
+            service, version = labels.get(MD_LABEL), labels.get(VERSION_LABEL)
+            if not service or not version:
+                return
+            with self._lock:
+                versions = self.ready.setdefault(service, {})
+                if kind == "DELETED":
+                    versions.pop(version, None)
+                else:
+                    versions[version] = int((body.get("status") or {}).get("readyReplicas") or 0)
+                self.simulator(service).set_replicas(versions)
+        elif resource.group == GROUP and resource.plural == PLURAL and kind != "DELETED":
+            wanted = (meta.get("annotations") or {}).get(SIMULATE_ANNOTATION)
+            if not wanted:
+                return
+            try:
+                settings = json.loads(wanted)
+                sim = self.simulator(meta["name"])
+                for version, values in settings.items():
+                    sim.set_version(
+                        version,
+                        error_rate=values.get("errorRate"),
+                        latency=values.get("latency"),
+                        psi=values.get("psi"),
+                        cost=values.get("cost"),
+                    )
+            except (ValueError, TypeError, AttributeError) as exc:
+                log.warning("ignoring %s on %s: %s", SIMULATE_ANNOTATION, meta.get("name"), exc)
+
+    def stop(self) -> None:
+        with self._lock:
+            for sim in self.simulators.values():
+                sim.stop()
+            self.simulators.clear()
+
+
+# --------------------------------------------------------------------------------------- operator
+
+
+def _pdeathsig() -> Callable[[], None] | None:
+    """SIGKILL the child if this process dies, so no operator outlives its sandbox."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    return lambda: prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+class OperatorProcess:
+    """``canaria run`` against the sandbox, logging to a file."""
+
+    def __init__(self, kubeconfig: Path, prometheus: str, log_path: Path) -> None:
+        self.kubeconfig, self.prometheus, self.log_path = kubeconfig, prometheus, log_path
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> OperatorProcess:
+        args = [
+            sys.executable,
+            "-m",
+            "canaria.cli",
+            "run",
+            "--kubeconfig",
+            str(self.kubeconfig),
+            "--prometheus-address",
+            self.prometheus,
+            "--liveness-port",
+            "0",
+            "--metrics-port",
+            "0",
+            "--bind-address",
+            "127.0.0.1",
+        ]
+        env = {k: v for k, v in os.environ.items() if k != "KUBECONFIG"}
+        with self.log_path.open("ab") as out:
+            self.process = subprocess.Popen(
+                args,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=env,
+                start_new_session=True,  # a terminal's Ctrl-C reaches us; we stop it in order
+                preexec_fn=_pdeathsig(),
+            )
+        return self
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process else None
+
+    def problem(self) -> str | None:
+        if self.process is None or self.process.poll() is None:
+            return None
+        return f"the operator exited with code {self.process.returncode}:\n{self.log_tail()}"
+
+    def log_tail(self, lines: int = 20) -> str:
+        with contextlib.suppress(OSError):
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        return ""
+
+    def stop(self, timeout: float = 20.0) -> None:
+        """SIGTERM (kopf stops its daemons gracefully), SIGKILL if it takes longer than ``timeout``."""
+        process = self.process
+        if process is None or process.poll() is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+# ---------------------------------------------------------------------------------------- sandbox
+
+
+@contextlib.contextmanager
+def _signals_as_interrupt() -> Iterator[None]:
+    """SIGTERM ends the sandbox like Ctrl-C does (main thread only)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@contextlib.contextmanager
+def _uninterrupted() -> Iterator[None]:
+    """Teardown must finish: a second Ctrl-C would leave children behind (they'd die by PDEATHSIG,
+    but without stopping cleanly)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {s: signal.signal(s, signal.SIG_IGN) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _timed(name: str, fn: Callable[[], Any]) -> None:
+    started = time.monotonic()
+    fn()
+    log.debug("stopped %s in %.2fs", name, time.monotonic() - started)
+
+
+class Sandbox:
+    def __init__(
+        self,
+        *,
+        keep: bool,
+        story: bool = True,
+        kubeconfig: str | None = None,
+        examples: str | None = None,
+        console: Console | None = None,
+    ) -> None:
+        self.keep = keep
+        self.play_story = story
+        self.kubeconfig_arg = Path(kubeconfig).expanduser().resolve() if kubeconfig else None
+        self.examples = Path(examples) if examples else None
+        self.console = console or Console(highlight=False)
+
+    def run(self) -> int:
+        console = self.console
+        try:
+            find_prometheus()
+        except PrometheusNotFound:
+            console.print(
+                Text.assemble(
+                    ("canaria sandbox needs Prometheus, which is not installed.\n", "bold red"),
+                    "Install it (Debian/Ubuntu) with:\n\n    ",
+                    (INSTALL_COMMAND, "bold"),
+                    "\n\n(or point $CANARIA_PROMETHEUS_BINARY at a prometheus binary). "
+                    "The sandbox starts its "
+                    "own instance on 127.0.0.1; it never uses the system service.",
+                )
+            )
+            return 2
+        script = load_script(self.examples) if self.play_story else None
+        work = Path(tempfile.mkdtemp(prefix="canaria-sandbox-"))
+        kubeconfig = self.kubeconfig_arg or work / "kubeconfig"
+        own_kubeconfig = not kubeconfig.exists()
+        code = 0
+        stack = contextlib.ExitStack()
+        try:
+            with _signals_as_interrupt():
+                try:
+                    code = self._run(stack, script, work, kubeconfig)
+                except KeyboardInterrupt:
+                    console.print(Text("\ninterrupted: stopping the sandbox…", style="yellow"))
+                    code = 0 if self.keep and getattr(self, "_story_done", False) else 130
+                except PrometheusStartError as exc:
+                    console.print(Text(f"Prometheus did not start: {exc}", style="bold red"))
+                    code = 1
+        finally:
+            with _uninterrupted():
+                started = time.monotonic()
+                stack.close()
+                if own_kubeconfig:
+                    kubeconfig.unlink(missing_ok=True)
+                shutil.rmtree(work, ignore_errors=True)
+                if self.keep or code == 130:
+                    console.print(Text(f"sandbox stopped in {time.monotonic() - started:.1f}s", style="dim"))
+        return code
+
+    def _run(self, stack: contextlib.ExitStack, script: Script | None, work: Path, kubeconfig: Path) -> int:
+        console = self.console
+        started = time.monotonic()
+        traffic = Traffic()
+        stack.callback(_timed, "traffic.stop", traffic.stop)
+        if script is not None:
+            sim = traffic.simulator(script.name)
+            for act in script.acts:
+                sim.set_version(act.version, **act.simulated)
+        prometheus = LocalPrometheus(traffic.targets(), scrape_interval=1.0, work_dir=work / "prometheus")
+        stack.callback(_timed, "prometheus.stop", prometheus.stop)
+        prometheus.start()
+        traffic.on_new_target = prometheus.set_targets
+        emulator = EmulatorThread(ready_delay=READY_DELAY, listeners=[traffic.on_event])
+        stack.callback(_timed, "emulator.stop", emulator.stop)
+        emulator.start()
+        write_kubeconfig(kubeconfig, emulator.url, namespace=script.namespace if script else "default")
+        api = config.new_client_from_config(config_file=str(kubeconfig))
+        stack.callback(_timed, "api.close", api.close)
+        client.ApiextensionsV1Api(api).create_custom_resource_definition(custom_resource_definition())
+        operator = OperatorProcess(kubeconfig, prometheus.url, work / "operator.log").start()
+        stack.callback(_timed, "operator.stop", operator.stop)
+        self._header(emulator.url, prometheus.url, traffic, operator, script, kubeconfig)
+        code = 0
+        if script is not None:
+            name = script.name
+
+            def wait_for_metrics(version: str) -> None:
+                prometheus.wait_for_series(
+                    f'sum(rate(http_requests_total{{service="{name}",version="{version}"}}'
+                    f"{RATE_WINDOW})) > 0",
+                    timeout=30,
+                )
+
+            story = Story(
+                console,
+                api,
+                script,
+                traffic=lambda: traffic.shares(name),
+                replicas=lambda: traffic.replicas(name),
+                wait_for_metrics=wait_for_metrics,
+                operator_problem=operator.problem,
+            )
+            result = story.play()
+            console.print()
+            console.print(render_audit_trail(result.events, story.wall0, script.namespace, script.name))
+            footer = [
+                f"Shortened for the sandbox, in memory: {'; '.join(script.shortened) or 'nothing'}; "
+                f"scrape every 1s; Deployments report ready {READY_DELAY:g}s after a change.",
+                f"Whole run: {time.monotonic() - started:.1f}s. "
+                "Next: `canaria sandbox --keep` keeps it running "
+                "for `canaria status`, `kubectl get md` and your own ModelDeployments.",
+            ]
+            console.print(render_summary(result, script, footer))
+            if not result.ok:
+                console.print(Text(f"operator log ({operator.log_path}):", style="dim"))
+                console.print(Text(operator.log_tail(30), style="dim"))
+            code = 0 if result.ok else 1
+        self._story_done = True
+        if self.keep:
+            self._kept(kubeconfig, script, operator)
+        return code
+
+    def _header(
+        self,
+        api_url: str,
+        prometheus_url: str,
+        traffic: Traffic,
+        operator: OperatorProcess,
+        script: Script | None,
+        kubeconfig: Path,
+    ) -> None:
+        grid = Table.grid(padding=(0, 2))
+        grid.add_column(style="bold")
+        grid.add_column()
+        grid.add_row("Kubernetes API", f"{api_url}  (kmock emulator; no cluster, nothing outside 127.0.0.1)")
+        grid.add_row("Prometheus", f"{prometheus_url}  (scrapes every 1s)")
+        for service, sim in traffic.simulators.items():
+            grid.add_row(
+                "model server",
+                f"{sim.url}  (simulated '{service}', "
+                f"{traffic.requests_per_second:g} req/s split by ready replicas)",
+            )
+        grid.add_row("operator", f"canaria run, pid {operator.pid}, log {operator.log_path}")
+        grid.add_row("kubeconfig", str(kubeconfig))
+        if script is not None:
+            grid.add_row("story", script.source)
+            grid.add_row("shortened", "; ".join(script.shortened) or "nothing")
+        self.console.print(grid)
+        self.console.print()
+
+    def _kept(self, kubeconfig: Path, script: Script | None, operator: OperatorProcess) -> None:
+        name = script.name if script else "NAME"
+        namespace = script.namespace if script else "default"
+        console = self.console
+        console.print(
+            Text.assemble(
+                ("\nThe sandbox keeps running; Ctrl-C stops it.\n", "bold"),
+                f"kubeconfig: {kubeconfig}\n",
+                f"  export KUBECONFIG={kubeconfig}\n",
+                f"  canaria status {name} -n {namespace}\n",
+                f"  kubectl get md,deployments,events -n {namespace}\n",
+                "  kubectl apply --server-side --validate=false -f my-model.yaml   "
+                "(a simulated model server starts for each ModelDeployment)\n",
+                f'  kubectl annotate md {name} {SIMULATE_ANNOTATION}=\'{{"v4": {{"errorRate": 0.2}}}}\'   '
+                "(make a version misbehave)\n",
+            )
+        )
+        while True:
+            problem = operator.problem()
+            if problem:
+                console.print(Text(problem, style="bold red"))
+                return
+            time.sleep(0.5)
