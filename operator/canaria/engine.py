@@ -17,7 +17,9 @@ import json
 import math
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Literal
+from typing import Literal, TypeVar
+
+from pydantic import BaseModel
 
 from canaria.api import (
     HISTORY_LIMIT,
@@ -89,6 +91,8 @@ class Decision:
 
 # ------------------------------------------------------------------------------------- pure helpers
 
+_M = TypeVar("_M", bound=BaseModel)
+
 IN_ROLLOUT = (Phase.PROGRESSING, Phase.PAUSED, Phase.BAKING)
 WAIT_FOR_READY = 2.0  # seconds between checks while a Deployment comes up (its watch events wake us sooner)
 
@@ -101,12 +105,53 @@ def split_replicas(replicas: int, weight: int) -> tuple[int, int]:
     return canary, replicas - canary
 
 
+# template_hash memo: serialising the pod template is most of a decision's cost, and a decision hashes
+# the same template two or three times (once per version, and the canary's check). Keyed by the template
+# object's identity, which the entry keeps alive so the id cannot be reused; like every input of the
+# engine, a spec's template is never mutated in place (a changed spec is a new object).
+_HASHES: dict[tuple[int, str, str, str, int], tuple[object, str]] = {}
+_HASHES_MAX = 512
+
+
 def template_hash(spec: ModelDeploymentSpec, version: str, uri: str) -> str:
     """Fingerprint of everything a version's Deployment is built from; a change means re-apply it."""
-    payload = json.dumps(
-        [spec.template, spec.model.name, version, uri, spec.service.target_port], sort_keys=True
-    )
-    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+    template = spec.template
+    key = (id(template), spec.model.name, version, uri, spec.service.target_port)
+    hit = _HASHES.get(key)
+    if hit is not None and hit[0] is template:
+        return hit[1]
+    payload = json.dumps([template, spec.model.name, version, uri, spec.service.target_port], sort_keys=True)
+    digest = hashlib.sha256(payload.encode()).hexdigest()[:16]
+    if len(_HASHES) >= _HASHES_MAX:
+        del _HASHES[next(iter(_HASHES))]
+    _HASHES[key] = (template, digest)
+    return digest
+
+
+def _construct(cls: type[_M], **values: object) -> _M:
+    """`cls.model_construct(**values)` without its per-field alias and default handling, which was a
+    quarter of a decision's cost: every field must be given, already valid (nothing is checked)."""
+    if len(values) != len(cls.__pydantic_fields__):
+        raise TypeError(
+            f"{cls.__name__} needs all of {sorted(cls.__pydantic_fields__)}, got {sorted(values)}"
+        )
+    obj = cls.__new__(cls)
+    object.__setattr__(obj, "__dict__", values)
+    object.__setattr__(obj, "__pydantic_fields_set__", set(values))
+    object.__setattr__(obj, "__pydantic_extra__", None)
+    object.__setattr__(obj, "__pydantic_private__", None)
+    return obj
+
+
+def _replace(obj: _M, **changes: object) -> _M:
+    """`obj.model_copy(update=changes)` for the engine's hot path: a new object sharing every value it
+    does not change (status objects are never mutated in place, so a shallow copy is enough)."""
+    new = type(obj).__new__(type(obj))
+    object.__setattr__(new, "__dict__", {**obj.__dict__, **changes})
+    object.__setattr__(new, "__pydantic_fields_set__", obj.__pydantic_fields_set__ | changes.keys())
+    object.__setattr__(new, "__pydantic_extra__", obj.__pydantic_extra__)
+    object.__setattr__(new, "__pydantic_private__", None)
+    return new
 
 
 def analysed_version(status: ModelDeploymentStatus) -> str | None:
@@ -194,7 +239,8 @@ class _Run:
         status = self.status
         change_reason = change_reason or self.obs.change_reason
         seq = status.history[-1].seq + 1 if status.history else 1
-        entry = HistoryEntry.model_construct(
+        entry = _construct(
+            HistoryEntry,
             seq=seq,
             time=self.now,
             from_phase=status.phase.value if status.phase else None,
@@ -222,7 +268,7 @@ class _Run:
 
     def ref(self, version: str, uri: str) -> VersionRef:
         lineage = self.spec.model.lineage if version == self.spec.model.version else None
-        return VersionRef.model_construct(version=version, uri=uri, lineage=lineage, since=self.now)
+        return _construct(VersionRef, version=version, uri=uri, lineage=lineage, since=self.now)
 
     @property
     def name(self) -> str:
@@ -233,10 +279,12 @@ def decide(
     spec: ModelDeploymentSpec, status: ModelDeploymentStatus, observations: Observations, now: datetime
 ) -> Decision:
     """Decide the next status and the actions that bring the cluster there."""
-    run = _Run(spec, status.model_copy(), observations, now)
+    run = _Run(spec, _replace(status), observations, now)
     run.status.observed_generation = observations.generation
     _handle_command(run)
     _advance(run)
+    if run.status.phase == Phase.PAUSED and analysed_version(run.status) and spec.rollout.analysis.metrics:
+        run.requeue.append(_next_analysis_in(run))  # a held rollout is still analysed on its interval
     _reconcile_workloads(run)
     _set_conditions(run)
     return Decision(run.status, tuple(run.actions), min(run.requeue) if run.requeue else None)
@@ -268,7 +316,7 @@ def _handle_command(run: _Run) -> None:
     elif command.action == "resume":
         if status.control_paused:
             status.control_paused = None
-            status.analysis = status.analysis.model_copy(update={"inconclusive": 0})
+            status.analysis = _replace(status.analysis, inconclusive=0)
             held = " (spec.paused still holds it)" if run.spec.paused else ""
             result = "resumed" + held
             run.transition(
@@ -290,8 +338,8 @@ def _handle_command(run: _Run) -> None:
     elif command.action == "promote" and (status.canary is not None or status.bake_started_at is not None):
         result = "promoted fully" if command.full else "promote requested"
         run.promote = PendingPromote(user, why, command.full)
-    status.last_command = CommandRecord.model_construct(
-        id=command.id, action=command.action, user=user, reason=why, at=run.now, result=result
+    status.last_command = _construct(
+        CommandRecord, id=command.id, action=command.action, user=user, reason=why, at=run.now, result=result
     )
 
 
@@ -401,8 +449,8 @@ def _gates_hold(run: _Run) -> bool:
     version = spec.model.version
     if failed:
         message = f"{run.name} {version} refused by gates: " + "; ".join(failed)
-        run.status.rejected = Rejection.model_construct(
-            version=version, reason="GateFailed", message=message, at=run.now
+        run.status.rejected = _construct(
+            Rejection, version=version, reason="GateFailed", message=message, at=run.now
         )
         baking = run.status.bake_started_at is not None
         if run.status.stable is not None:
@@ -439,7 +487,8 @@ def _start_rollout(run: _Run) -> None:
     if not _gates_hold(run):
         return
     version, first = spec.model.version, spec.rollout.steps[0]
-    status.canary = CanaryStatus.model_construct(
+    status.canary = _construct(
+        CanaryStatus,
         version=version,
         uri=spec.model.uri,
         lineage=spec.model.lineage,
@@ -506,7 +555,8 @@ def _consume_analysis(run: _Run) -> AnalysisRun | None:
     passed = verdict == Verdict.PASS
     failures = 0 if passed else counts.failures + (verdict == Verdict.FAIL)
     inconclusive = 0 if passed else counts.inconclusive + (verdict == Verdict.INCONCLUSIVE)
-    status.analysis = AnalysisStatus.model_construct(
+    status.analysis = _construct(
+        AnalysisStatus,
         failures=failures,
         inconclusive=inconclusive,
         last_run_at=analysis.at,
@@ -539,6 +589,8 @@ def _judge_analysis(run: _Run) -> bool:
     if analysis is None:
         return False
     limits, counts = run.spec.rollout.analysis, run.status.analysis
+    if counts.verdict == Verdict.PASS:
+        return False  # the common case: nothing to say about a passing run
     bad = _results_text(analysis.gating, only_bad=True)
     version = analysed_version(run.status)
     if any(r.verdict == Verdict.ERROR for r in analysis.gating):
@@ -551,7 +603,7 @@ def _judge_analysis(run: _Run) -> bool:
         detail = f"{bad} ({counts.inconclusive} inconclusive runs, limit {limits.inconclusive_limit})"
         if limits.on_inconclusive == "revert":
             _revert(run, "AnalysisInconclusive", detail)
-        else:
+        elif not run.status.control_paused:  # already held: the hold is recorded once, not every run
             run.status.control_paused = True
             run.transition(
                 Phase.PAUSED,
@@ -618,13 +670,13 @@ def _progress_canary(run: _Run) -> None:
         # at this step: the step starts again (readiness, pause, and a passing run of its own), rather than
         # counting from its old start (and reverting at once on the progress deadline) or ending on a run
         # made at another weight.
-        canary = canary.model_copy(update={**(edited or {}), "step_started_at": run.now, "ready_at": None})
+        canary = _replace(canary, **(edited or {}), step_started_at=run.now, ready_at=None)
     status.canary = canary
     if not _canary_ready(run, canary):
         _wait_for_canary(run, canary)
         return
     if canary.ready_at is None:
-        canary = canary.model_copy(update={"ready_at": run.now})
+        canary = _replace(canary, ready_at=run.now)
         status.canary = canary
     if _judge_analysis(run):
         return
@@ -648,12 +700,17 @@ def _progress_canary(run: _Run) -> None:
         _promote(run, f"all {len(steps)} steps passed; {passed}", promote)
         return
     nxt = steps[canary.step + 1]
-    advanced = canary.model_copy(
-        update={"step": canary.step + 1, "weight": nxt.weight, "step_started_at": run.now, "ready_at": None}
+    # when the next weight needs no more replicas, the canary is ready for it at once
+    workload = run.obs.workloads.get(canary.version)
+    want = split_replicas(spec.replicas, nxt.weight)[0]
+    ready = workload is not None and workload.ready() and workload.replicas == want
+    status.canary = _replace(
+        canary,
+        step=canary.step + 1,
+        weight=nxt.weight,
+        step_started_at=run.now,
+        ready_at=run.now if ready else None,
     )
-    if _canary_ready(run, advanced):  # the next weight needs no more replicas: ready at once
-        advanced = advanced.model_copy(update={"ready_at": run.now})
-    status.canary = advanced
     by = f" (promoted by {promote.user or 'unknown'})" if promote else ""
     run.transition(
         Phase.PROGRESSING,
@@ -688,11 +745,11 @@ def _promote(run: _Run, detail: str, command: PendingPromote | None) -> None:
     spec, status = run.spec, run.status
     canary = status.canary
     previous = status.stable.version
-    status.stable = VersionRef.model_construct(
-        version=canary.version, uri=canary.uri, lineage=canary.lineage, since=run.now
+    status.stable = _construct(
+        VersionRef, version=canary.version, uri=canary.uri, lineage=canary.lineage, since=run.now
     )
     status.canary = None
-    status.analysis = status.analysis.model_copy(update={"failures": 0, "inconclusive": 0})
+    status.analysis = _replace(status.analysis, failures=0, inconclusive=0)
     user = command.user if command else None
     message = f"{run.name} {previous} → {canary.version} promoted: {detail}"
     if spec.rollout.bake:
@@ -755,12 +812,12 @@ def _revert(run: _Run, cause: str, detail: str, *, user: str | None = None) -> N
     if failed == target.version:
         failed = None
     if failed is not None:
-        status.rejected = Rejection.model_construct(version=failed, reason=cause, message=detail, at=run.now)
-    status.stable = target.model_copy(update={"since": run.now})
+        status.rejected = _construct(Rejection, version=failed, reason=cause, message=detail, at=run.now)
+    status.stable = _replace(target, since=run.now)
     status.canary = None
     status.bake_started_at = None
     status.control_paused = None
-    status.analysis = status.analysis.model_copy(update={"failures": 0, "inconclusive": 0})
+    status.analysis = _replace(status.analysis, failures=0, inconclusive=0)
     if failed is None:  # a requested rollback to the last known good version (the spec names it)
         run.transition(
             Phase.HEALTHY,
@@ -861,7 +918,8 @@ def _condition(run: _Run, kind: str, ok: bool, reason: str, message: str) -> Con
     if old is not None and (old.status, old.reason, old.message) == (status, reason, message):
         return old
     since = old.last_transition_time if old is not None and old.status == status else run.now
-    return Condition.model_construct(
+    return _construct(
+        Condition,
         type=kind,
         status=status,
         reason=reason,
