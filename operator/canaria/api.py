@@ -145,11 +145,13 @@ class Threshold(CamelModel):
         return (self.min is None or value >= self.min) and (self.max is None or value <= self.max)
 
     def describe(self) -> str:
-        parts = [
-            f">= {self.min:g}" if self.min is not None else "",
-            f"<= {self.max:g}" if self.max is not None else "",
-        ]
-        return " and ".join(p for p in parts if p)
+        return describe_bounds(self.min, self.max)
+
+
+def describe_bounds(low: float | None, high: float | None) -> str:
+    """ ">= 0.9", "<= 0.01" or ">= 0.1 and <= 0.2"."""
+    parts = [f">= {low:g}" if low is not None else "", f"<= {high:g}" if high is not None else ""]
+    return " and ".join(p for p in parts if p)
 
 
 class Gate(Threshold):
@@ -429,7 +431,7 @@ class MetricResult(CamelModel):
     at: datetime | None = Field(None, description="When it ran.")
 
     def describe(self) -> str:
-        bound = Threshold.model_construct(min=self.min, max=self.max).describe()
+        bound = describe_bounds(self.min, self.max)  # not via a Threshold: this runs at every decision
         shown = f"{self.value:.6g}" if self.value is not None else "no value"
         extra = f" ({self.reason})" if self.reason else ""
         return f"{self.name}={shown} [{bound}] {self.verdict.value}{extra}"

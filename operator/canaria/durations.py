@@ -6,6 +6,7 @@ parsed to seconds only where time is computed.
 
 from __future__ import annotations
 
+import functools
 import re
 
 #: The pattern shared by the pydantic models and the CRD schema, so the API server rejects what the
@@ -18,7 +19,16 @@ _PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h|d)")
 
 def parse_duration(text: str) -> float:
     """Return the duration in seconds, or raise ValueError saying what a duration looks like."""
-    if not isinstance(text, str) or not re.fullmatch(DURATION_PATTERN, text.strip()):
+    if not isinstance(text, str):
+        raise ValueError(
+            f"invalid duration {text!r}: use a number with a unit (ms, s, m, h, d), e.g. '30s', '5m', '1h30m'"
+        )
+    return _parse(text)
+
+
+@functools.lru_cache(maxsize=1024)  # the engine parses the same few durations at every decision
+def _parse(text: str) -> float:
+    if not re.fullmatch(DURATION_PATTERN, text.strip()):
         raise ValueError(
             f"invalid duration {text!r}: use a number with a unit (ms, s, m, h, d), e.g. '30s', '5m', '1h30m'"
         )

@@ -221,6 +221,7 @@ class _Run:
     requeue: list[float] = field(default_factory=list)
     promote: PendingPromote | None = None  # a promote command, applied where the state machine allows
     retry_by: str | None = None  # who asked to retry a rejected version (recorded on RolloutStarted)
+    bad_results: str = ""  # the gating results of a new run that did not pass, as text
 
     # -- audit trail ------------------------------------------------------------------------------
 
@@ -564,6 +565,7 @@ def _consume_analysis(run: _Run) -> AnalysisRun | None:
         results=list(analysis.results),
     )
     if not passed:
+        run.bad_results = _results_text(analysis.gating, only_bad=True)
         version = analysed_version(status)
         limits = run.spec.rollout.analysis
         if verdict == Verdict.FAIL:
@@ -574,8 +576,7 @@ def _consume_analysis(run: _Run) -> AnalysisRun | None:
             EmitEvent(
                 "Warning",
                 f"Analysis{verdict.value}",
-                f"{run.name} {version}: {_results_text(analysis.gating, only_bad=True)} "
-                f"({count} in a row, limit {limit})",
+                f"{run.name} {version}: {run.bad_results} ({count} in a row, limit {limit})",
                 key=f"analysis-{int(analysis.at.timestamp() * 1000)}",
                 version=version,
             )
@@ -591,9 +592,9 @@ def _judge_analysis(run: _Run) -> bool:
     limits, counts = run.spec.rollout.analysis, run.status.analysis
     if counts.verdict == Verdict.PASS:
         return False  # the common case: nothing to say about a passing run
-    bad = _results_text(analysis.gating, only_bad=True)
+    bad = run.bad_results
     version = analysed_version(run.status)
-    if any(r.verdict == Verdict.ERROR for r in analysis.gating):
+    if any(r.verdict == Verdict.ERROR for r in analysis.results if not r.dry_run):
         _revert(run, "AnalysisError", f"a query can never pass: {bad}")
         return True
     if counts.failures > limits.failure_limit:
