@@ -621,12 +621,24 @@ class Story:
                 Text(f"(waited {waited:.1f}s for Prometheus' first scrapes of the model server)", style="dim")
             )
 
-    def audit_trail(self) -> list[Any]:
-        events = self.core.list_namespaced_event(
-            self.script.namespace,
-            field_selector=f"involvedObject.name={self.script.name},involvedObject.kind={KIND}",
-        ).items
-        return sorted(events, key=lambda e: _time(e.event_time or e.first_timestamp) or self.wall0)
+    def audit_trail(self, timeout: float = 5.0) -> list[Any]:
+        """The Events of the ModelDeployment. The operator posts a transition's Event right after the
+        status that records it, so wait (briefly) for the Event of the last transition seen."""
+        uid = (self.md.get("metadata") or {}).get("uid", "")
+        last = f"{self.script.name}.{uid[:8]}.{self.seen_seq}"
+        deadline = time.monotonic() + timeout
+        while True:
+            events = self.core.list_namespaced_event(
+                self.script.namespace,
+                field_selector=f"involvedObject.name={self.script.name},involvedObject.kind={KIND}",
+            ).items
+            if (
+                not self.seen_seq
+                or any(e.metadata.name == last for e in events)
+                or time.monotonic() > deadline
+            ):
+                return sorted(events, key=lambda e: _time(e.event_time or e.first_timestamp) or self.wall0)
+            time.sleep(0.1)
 
 
 # ---------------------------------------------------------------------------------------- reports
