@@ -576,7 +576,10 @@ def _consume_analysis(run: _Run) -> AnalysisRun | None:
             EmitEvent(
                 "Warning",
                 f"Analysis{verdict.value}",
-                f"{run.name} {version}: {run.bad_results} ({count} in a row, limit {limit})",
+                f"{run.name} {version}: {run.bad_results} ({count} in a row, limit {limit})"
+                + (
+                    f"; owner: {run.spec.model.owner}" if run.spec.model.owner else ""
+                ),  # every Warning names it
                 key=f"analysis-{int(analysis.at.timestamp() * 1000)}",
                 version=version,
             )

@@ -567,7 +567,7 @@ def test_transition(case: Case) -> None:
         assert entries[-1].to_phase == case.phase
     for event in events:
         if event.type == "Warning":
-            assert OWNER in event.message or event.reason.startswith("Analysis"), event
+            assert OWNER in event.message, event
         assert event.reason[0].isupper() and " " not in event.reason
 
 
