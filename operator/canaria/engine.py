@@ -304,7 +304,8 @@ def _handle_command(run: _Run) -> None:
     suffix = f": {why}" if why else ""
     result = "ignored: nothing to do"
     if command.action == "pause":
-        if status.phase in IN_ROLLOUT and not status.control_paused:
+        # only a canary or a bake can be held (a first deployment has no steps to hold)
+        if status.phase in IN_ROLLOUT and analysed_version(status) and not status.control_paused:
             status.control_paused = True
             result = "paused"
             run.transition(
@@ -769,6 +770,7 @@ def _promote(run: _Run, detail: str, command: PendingPromote | None) -> None:
         _hold_if_paused(run)
     else:
         status.last_known_good = status.stable
+        status.control_paused = None  # the rollout is over: a hold of it must not outlive it
         run.transition(Phase.HEALTHY, "Promoted", message, version=canary.version, user=user)
 
 
@@ -797,6 +799,7 @@ def _bake(run: _Run) -> None:
 def _finish_bake(run: _Run, detail: str, user: str | None = None) -> None:
     status = run.status
     status.bake_started_at = None
+    status.control_paused = None  # the rollout is over: a hold of it must not outlive it
     status.last_known_good = status.stable
     run.transition(
         Phase.HEALTHY,

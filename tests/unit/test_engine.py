@@ -1153,6 +1153,31 @@ def test_commands_are_handled_once_across_ticks() -> None:
     assert world.reasons().count("StepAdvanced") == 1
 
 
+def test_pause_during_a_first_deployment_is_ignored() -> None:
+    world = World.create()
+    world.readiness["v1"] = 30
+    world.tick()
+    world.send("pause", id="p")
+    world.tick(1)
+    assert world.status.last_command.result == "ignored: nothing to do"
+    world.run_until(lambda w: w.phase == "Healthy")
+    world.send("resume", id="r")
+    world.tick(1)
+    assert world.phase == "Healthy" and not world.status.control_paused
+
+
+def test_a_hold_ends_with_the_rollout_it_held() -> None:
+    world = rolled_out_to(healthy_world(), "v2", step=0)
+    world.send("pause", id="p")
+    world.tick(1)
+    world.send("promote", id="f", full=True)
+    world.tick(1)
+    assert (world.phase, world.status.control_paused) == ("Healthy", None)
+    world.send("resume", id="r")
+    world.tick(1)
+    assert world.phase == "Healthy" and world.status.last_command.result == "ignored: nothing to do"
+
+
 def test_promote_full_from_a_paused_rollout() -> None:
     world = rolled_out_to(healthy_world(), "v2", step=0)
     world.edit(paused=True)

@@ -256,6 +256,8 @@ class Checker:
             assert after.stable.version == after.last_known_good.version, "Healthy on an unproven version"
         if after.phase == Phase.BAKING:
             assert after.bake_started_at is not None
+        if after.control_paused:
+            assert analysed_version(after) is not None, "a hold outlived the rollout it held"
         if after.last_known_good is not None:
             assert after.stable is not None
         ModelDeploymentStatus.model_validate(after.dump())
