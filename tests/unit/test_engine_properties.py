@@ -42,7 +42,7 @@ from canaria.observations import Observations, WorkloadObservation
 
 from .world import BAD, ERROR, GOOD, NO_DATA, World
 
-EXAMPLES = int(os.environ.get("CANARIA_PROPERTY_EXAMPLES", "120"))
+EXAMPLES = int(os.environ.get("CANARIA_PROPERTY_EXAMPLES", "200"))
 PROPERTY_SETTINGS = settings(
     max_examples=EXAMPLES,
     derandomize=True,
