@@ -275,6 +275,7 @@ class Sandbox:
         self.kubeconfig_arg = Path(kubeconfig).expanduser().resolve() if kubeconfig else None
         self.examples = Path(examples) if examples else None
         self.console = console or Console(highlight=False)
+        self._story_done = False
 
     def run(self) -> int:
         console = self.console
@@ -304,7 +305,7 @@ class Sandbox:
                     code = self._run(stack, script, work, kubeconfig)
                 except KeyboardInterrupt:
                     console.print(Text("\ninterrupted: stopping the sandbox…", style="yellow"))
-                    code = 0 if self.keep and getattr(self, "_story_done", False) else 130
+                    code = 0 if self.keep and self._story_done else 130
                 except PrometheusStartError as exc:
                     console.print(Text(f"Prometheus did not start: {exc}", style="bold red"))
                     code = 1

@@ -247,6 +247,8 @@ def shorten(body: dict[str, Any], notes: dict[str, set[str]]) -> dict[str, Any]:
 def load_script(examples: Path | None = None) -> Script:
     """The story's three acts, from the examples when usable, else built in; always shortened."""
     directory = examples if examples is not None else _repo_examples()
+    if directory is None and (Path.cwd() / "manifests" / "examples").is_dir():
+        directory = Path.cwd() / "manifests" / "examples"  # an installed package run from a checkout
     source = "built-in ModelDeployments (equivalent to manifests/examples/)"
     bodies: list[dict[str, Any]] | str = "no manifests/examples/ directory"
     if directory is not None:
@@ -494,12 +496,11 @@ class Story:
         canary = status.get("canary") or {}
         task = self.tasks[self.script.acts.index(result.act)]
         stable = (status.get("stable") or {}).get("version")
-        if canary.get("version") == result.act.version:
-            self.progress.update(
-                task, completed=canary.get("weight", 0), note=f"weight {canary.get('weight')}%"
-            )
+        if canary.get("version") == result.act.version:  # the bar is the traffic on the new version
+            weight = canary.get("weight", 0)
+            self.progress.update(task, completed=min(weight, 99), note=f"weight {weight}%")
         elif status.get("phase") == "Baking" and stable == result.act.version:
-            self.progress.update(task, completed=100, note="baking")
+            self.progress.update(task, completed=99, note="baking")
 
     def _analysis_line(
         self, result: ActResult, version: str | None, where: str, analysis: dict[str, Any]
