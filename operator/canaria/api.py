@@ -399,6 +399,14 @@ class VersionRef(CamelModel):
     since: datetime | None = Field(None, description="When it took this role.")
 
 
+class PromoteRequest(CamelModel):
+    """A `canaria promote` kept until the step can honour it, so an early promote is not lost."""
+
+    user: str | None = Field(None, description="Who asked.")
+    reason: str | None = Field(None, description="Why.")
+    full: bool | None = Field(None, description="Skip every remaining step.")
+
+
 class CanaryStatus(VersionRef):
     """The version being rolled out and where it stands."""
 
@@ -406,6 +414,9 @@ class CanaryStatus(VersionRef):
     weight: int = Field(0, ge=0, le=100, description="Weight of the current step.")
     step_started_at: datetime | None = Field(None, description="When the current step began.")
     ready_at: datetime | None = Field(None, description="When the canary became ready at this step.")
+    promote_request: PromoteRequest | None = Field(
+        None, description="A promote command waiting for this step's readiness and analysis."
+    )
 
 
 class Rejection(CamelModel):
@@ -482,6 +493,9 @@ class CommandRecord(CamelModel):
     user: str | None = Field(None, description="Who issued it.")
     reason: str | None = Field(None, description="Why.")
     at: datetime | None = Field(None, description="When it was handled.")
+    issued_at: datetime | None = Field(
+        None, description="When it was issued; an older command put back on the resource is not run again."
+    )
     result: str | None = Field(None, description="What it did, or why it did nothing.")
 
 

@@ -22,7 +22,7 @@ from kubernetes.client.exceptions import ApiException
 from canaria import GROUP, KIND, PLURAL, VERSION
 from canaria.api import ModelDeployment, SecretKeyRef
 from canaria.commands import CHANGE_REASON_ANNOTATION, Command, parse_command
-from canaria.engine import ApplyService, ApplyWorkload, DeleteWorkload, EmitEvent
+from canaria.engine import ApplyService, ApplyWorkload, DeleteWorkload, EmitEvent, ScaleWorkload
 from canaria.observations import Observations, WorkloadObservation
 from canaria.workloads import (
     FIELD_MANAGER,
@@ -209,6 +209,16 @@ class Cluster:
                     field_manager=FIELD_MANAGER,
                     force=True,
                     _content_type=APPLY,
+                )
+            elif isinstance(action, ScaleWorkload):
+                call(
+                    f"patch deployments.apps in {namespace}",
+                    self.apps.patch_namespaced_deployment,
+                    deployment_name(name, action.version),
+                    namespace,
+                    {"spec": {"replicas": action.replicas}},
+                    field_manager=FIELD_MANAGER,
+                    _content_type="application/merge-patch+json",
                 )
             elif isinstance(action, DeleteWorkload):
                 try:

@@ -32,10 +32,12 @@ from canaria.api import (
     ModelDeploymentSpec,
     ModelDeploymentStatus,
     Phase,
+    PromoteRequest,
     Rejection,
     Verdict,
     VersionRef,
 )
+from canaria.commands import Command
 from canaria.durations import format_duration
 from canaria.observations import AnalysisRun, Observations
 
@@ -65,6 +67,16 @@ class ApplyWorkload:
 
 
 @dataclass(frozen=True)
+class ScaleWorkload:
+    """Change only the replicas of a version the spec no longer names (stable during a canary, the last
+    known good during a bake): it keeps the template it was deployed with, so a canary's new image never
+    reaches it and a revert restores exactly what served before."""
+
+    version: str
+    replicas: int
+
+
+@dataclass(frozen=True)
 class DeleteWorkload:
     """Remove the Deployment of a version that has no role any more."""
 
@@ -79,7 +91,7 @@ class ApplyService:
     target_port: int
 
 
-Action = EmitEvent | ApplyWorkload | DeleteWorkload | ApplyService
+Action = EmitEvent | ApplyWorkload | ScaleWorkload | DeleteWorkload | ApplyService
 
 
 @dataclass(frozen=True)
@@ -202,13 +214,6 @@ def _results_text(results: tuple[MetricResult, ...] | list[MetricResult], *, onl
 # ------------------------------------------------------------------------------------------- engine
 
 
-@dataclass(frozen=True)
-class PendingPromote:
-    user: str | None
-    reason: str | None
-    full: bool
-
-
 @dataclass
 class _Run:
     """The working state of one decision."""
@@ -219,7 +224,7 @@ class _Run:
     now: datetime
     actions: list[Action] = field(default_factory=list)
     requeue: list[float] = field(default_factory=list)
-    promote: PendingPromote | None = None  # a promote command, applied where the state machine allows
+    promote: PromoteRequest | None = None  # a promote command during a bake (a canary keeps it in status)
     retry_by: str | None = None  # who asked to retry a rejected version (recorded on RolloutStarted)
     bad_results: str = ""  # the gating results of a new run that did not pass, as text
 
@@ -235,10 +240,16 @@ class _Run:
         warning: bool = False,
         user: str | None = None,
         change_reason: str | None = None,
+        command: PromoteRequest | CommandRecord | None = None,
     ) -> None:
-        """Record a transition in status.history and as an Event with the same number."""
+        """Record a transition in status.history and as an Event with the same number.
+
+        The "why" is the command's reason when a command caused it, else the spec's change reason."""
         status = self.status
-        change_reason = change_reason or self.obs.change_reason
+        if command is not None:
+            user, change_reason = command.user, command.reason
+        else:
+            change_reason = change_reason or self.obs.change_reason
         seq = status.history[-1].seq + 1 if status.history else 1
         entry = _construct(
             HistoryEntry,
@@ -298,11 +309,21 @@ def _handle_command(run: _Run) -> None:
     """Carry out a day-2 command once: its id is remembered in status.lastCommand."""
     command = run.obs.command
     status = run.status
-    if command is None or (status.last_command is not None and status.last_command.id == command.id):
+    if command is None or _already_handled(status.last_command, command):
         return
     user, why = command.user, command.reason
     suffix = f": {why}" if why else ""
-    result = "ignored: nothing to do"
+    record = _construct(
+        CommandRecord,
+        id=command.id,
+        action=command.action,
+        user=user,
+        reason=why,
+        at=run.now,
+        issued_at=_issued_at(command),
+        result="ignored: nothing to do",
+    )
+    result = record.result
     if command.action == "pause":
         # only a canary or a bake can be held (a first deployment has no steps to hold)
         if status.phase in IN_ROLLOUT and analysed_version(status) and not status.control_paused:
@@ -313,7 +334,7 @@ def _handle_command(run: _Run) -> None:
                 "Paused",
                 f"{run.name} paused{suffix}",
                 version=analysed_version(status),
-                user=user,
+                command=record,
             )
     elif command.action == "resume":
         if status.control_paused:
@@ -326,11 +347,11 @@ def _handle_command(run: _Run) -> None:
                 "Resumed",
                 f"{run.name} resumed{held}{suffix}",
                 version=analysed_version(status),
-                user=user,
+                command=record,
             )
     elif command.action == "abort":
         if status.phase in IN_ROLLOUT and analysed_version(status):
-            _revert(run, "Aborted", f"aborted{suffix}", user=user)
+            _revert(run, "Aborted", f"aborted{suffix}", command=record)
             result = "aborted"
     elif command.action == "retry":
         if status.rejected is not None and status.rejected.version == run.spec.model.version:
@@ -338,10 +359,34 @@ def _handle_command(run: _Run) -> None:
             status.rejected = None
             run.retry_by = user or "unknown"
     elif command.action == "promote" and (status.canary is not None or status.bake_started_at is not None):
-        result = "promoted fully" if command.full else "promote requested"
-        run.promote = PendingPromote(user, why, command.full)
-    status.last_command = _construct(
-        CommandRecord, id=command.id, action=command.action, user=user, reason=why, at=run.now, result=result
+        request = _construct(PromoteRequest, user=user, reason=why, full=command.full or None)
+        if status.canary is not None:
+            status.canary = _replace(status.canary, promote_request=request)
+            result = "promote requested: " + (
+                "to 100% once the canary is ready"
+                if command.full
+                else "ends the step once the canary is ready and an analysis run passes"
+            )
+        else:
+            run.promote = request
+            result = "bake ended early"
+    status.last_command = _replace(record, result=result)
+
+
+def _issued_at(command: Command) -> datetime | None:
+    try:
+        return datetime.fromisoformat(command.issued_at) if command.issued_at else None
+    except ValueError:
+        return None
+
+
+def _already_handled(last: CommandRecord | None, command: Command) -> bool:
+    """Same id, or issued before the last one handled (an old annotation put back, e.g. by a sync)."""
+    if last is None:
+        return False
+    issued = _issued_at(command)
+    return last.id == command.id or (
+        issued is not None and last.issued_at is not None and issued <= last.issued_at
     )
 
 
@@ -499,6 +544,7 @@ def _start_rollout(run: _Run) -> None:
         weight=first.weight,
         step_started_at=run.now,
         ready_at=None,
+        promote_request=None,
     )
     status.analysis = AnalysisStatus()
     status.bake_started_at = None
@@ -519,6 +565,7 @@ def _start_rollout(run: _Run) -> None:
 def _abandon(run: _Run) -> None:
     old = run.status.canary
     run.status.canary = None
+    run.status.control_paused = None  # a hold ends with the rollout it held; the new one starts unheld
     run.transition(
         Phase.PROGRESSING,
         "RolloutAbandoned",
@@ -685,7 +732,7 @@ def _progress_canary(run: _Run) -> None:
         status.canary = canary
     if _judge_analysis(run):
         return
-    promote = run.promote
+    promote = canary.promote_request
     if promote is not None and promote.full:
         _promote(run, f"promoted fully by command, skipping {len(steps) - canary.step - 1} step(s)", promote)
         return
@@ -715,6 +762,7 @@ def _progress_canary(run: _Run) -> None:
         weight=nxt.weight,
         step_started_at=run.now,
         ready_at=run.now if ready else None,
+        promote_request=None,
     )
     by = f" (promoted by {promote.user or 'unknown'})" if promote else ""
     run.transition(
@@ -723,7 +771,7 @@ def _progress_canary(run: _Run) -> None:
         f"{run.name} {canary.version}: step {canary.step + 2}/{len(steps)} at weight {nxt.weight}{by}; "
         f"{passed}",
         version=canary.version,
-        user=promote.user if promote else None,
+        command=promote,
     )
     run.requeue.append(WAIT_FOR_READY)
 
@@ -746,7 +794,7 @@ def _wait_for_canary(run: _Run, canary: CanaryStatus) -> None:
     _hold_if_paused(run)
 
 
-def _promote(run: _Run, detail: str, command: PendingPromote | None) -> None:
+def _promote(run: _Run, detail: str, command: PromoteRequest | None) -> None:
     spec, status = run.spec, run.status
     canary = status.canary
     previous = status.stable.version
@@ -755,7 +803,6 @@ def _promote(run: _Run, detail: str, command: PendingPromote | None) -> None:
     )
     status.canary = None
     status.analysis = _replace(status.analysis, failures=0, inconclusive=0)
-    user = command.user if command else None
     message = f"{run.name} {previous} → {canary.version} promoted: {detail}"
     if spec.rollout.bake:
         status.bake_started_at = run.now
@@ -764,14 +811,14 @@ def _promote(run: _Run, detail: str, command: PendingPromote | None) -> None:
             "Promoted",
             f"{message}; baking {spec.rollout.bake}",
             version=canary.version,
-            user=user,
+            command=command,
         )
         run.requeue.append(spec.rollout.bake_seconds)
         _hold_if_paused(run)
     else:
         status.last_known_good = status.stable
         status.control_paused = None  # the rollout is over: a hold of it must not outlive it
-        run.transition(Phase.HEALTHY, "Promoted", message, version=canary.version, user=user)
+        run.transition(Phase.HEALTHY, "Promoted", message, version=canary.version, command=command)
 
 
 def _bake(run: _Run) -> None:
@@ -780,7 +827,7 @@ def _bake(run: _Run) -> None:
     if _judge_analysis(run):
         return
     if run.promote is not None:
-        _finish_bake(run, "bake ended early by command", run.promote.user)
+        _finish_bake(run, "bake ended early by command", run.promote)
         return
     if _hold_if_paused(run):
         return
@@ -796,7 +843,7 @@ def _bake(run: _Run) -> None:
         run.requeue.append(_next_analysis_in(run))
 
 
-def _finish_bake(run: _Run, detail: str, user: str | None = None) -> None:
+def _finish_bake(run: _Run, detail: str, command: PromoteRequest | None = None) -> None:
     status = run.status
     status.bake_started_at = None
     status.control_paused = None  # the rollout is over: a hold of it must not outlive it
@@ -806,11 +853,13 @@ def _finish_bake(run: _Run, detail: str, user: str | None = None) -> None:
         "BakeCompleted",
         f"{run.name} {status.stable.version} is now the last known good: {detail}",
         version=status.stable.version,
-        user=user,
+        command=command,
     )
 
 
-def _revert(run: _Run, cause: str, detail: str, *, user: str | None = None) -> None:
+def _revert(
+    run: _Run, cause: str, detail: str, *, user: str | None = None, command: CommandRecord | None = None
+) -> None:
     """Traffic and replicas back on lastKnownGood. The failed version is remembered as rejected, so it
     is not rolled out again until a person changes the spec or retries."""
     status = run.status
@@ -832,6 +881,7 @@ def _revert(run: _Run, cause: str, detail: str, *, user: str | None = None) -> N
             f"{run.name} rolled back to {target.version}: {detail}",
             version=target.version,
             user=user,
+            command=command,
         )
         return
     run.transition(
@@ -841,6 +891,7 @@ def _revert(run: _Run, cause: str, detail: str, *, user: str | None = None) -> N
         version=target.version,
         warning=True,
         user=user,
+        command=command,
     )
 
 
@@ -905,8 +956,12 @@ def _reconcile_workloads(run: _Run) -> None:
     spec, obs = run.spec, run.obs
     desired = desired_workloads(spec, run.status, obs)
     for version, (uri, replicas) in desired.items():
-        digest = template_hash(spec, version, uri)
         seen = obs.workloads.get(version)
+        if seen is not None and version != spec.model.version:
+            if seen.replicas != replicas:
+                run.actions.append(ScaleWorkload(version, replicas))
+            continue
+        digest = template_hash(spec, version, uri)
         if seen is None or seen.replicas != replicas or seen.template_hash != digest:
             run.actions.append(ApplyWorkload(version, uri, replicas, digest))
     for version in sorted(set(obs.workloads) - set(desired)):

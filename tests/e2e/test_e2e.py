@@ -176,11 +176,6 @@ def test_canary_that_never_becomes_ready_is_reverted_after_its_deadline(
     assert warning.type == "Warning" and "not ready" in warning.message and OWNER in warning.message
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known bug: every version's Deployment is built from the current spec.template, so naming a "
-    "new version together with a new image re-applies the stable version's Deployment with that image",
-)
 def test_stable_version_keeps_its_own_image_while_a_canary_with_a_new_image_rolls_out(
     e2e_mds: ModelDeployments, e2e_operator: Callable[[], OperatorProcess]
 ) -> None:

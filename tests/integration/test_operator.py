@@ -219,3 +219,34 @@ def test_a_missing_permission_is_reported_by_name(
         timeout=30,
     )
     assert "the operator's RBAC needs it" in operator.log_tail(400)
+
+
+def test_stable_keeps_its_image_while_a_canary_with_a_new_image_is_tried_and_reverted(
+    mds: ModelDeployments, start_operator: Callable[..., OperatorProcess], kubelet: TestKubelet
+) -> None:
+    start_operator()
+    _healthy_v1(mds, replicas=2, progress_deadline="4s")
+
+    def image(version: str) -> str:
+        deployment = mds.apps.read_namespaced_deployment(f"fraud-{version}", mds.namespace)
+        return deployment.spec.template.spec.containers[0].image
+
+    kubelet.never_ready = lambda pod: (pod.metadata.labels or {}).get("canaria.dev/version") == "v2"
+    containers = [
+        {"name": "server", "image": "example.com/model-server:2.0", "ports": [{"containerPort": 8080}]}
+    ]
+    mds.patch(
+        "fraud",
+        {
+            "spec": {
+                "model": {"version": "v2", "uri": "s3://models/fraud/v2"},
+                "template": {"spec": {"containers": containers}},
+            }
+        },
+    )
+    wait_for("v2's Deployment", lambda: "v2" in mds.replicas("fraud"))
+    assert image("v2") == "example.com/model-server:2.0"
+    assert image("v1") == "example.com/model-server:1.0", "the canary's image reached the stable version"
+    mds.wait_phase("fraud", "Reverted", stable="v1", timeout=40)
+    wait_for("v1 back at 2 replicas", lambda: mds.replicas("fraud") == {"v1": 2})
+    assert image("v1") == "example.com/model-server:1.0"

@@ -17,6 +17,7 @@ Runtime is kept modest and reproducible (derandomized); CANARIA_PROPERTY_EXAMPLE
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 from dataclasses import dataclass
@@ -34,6 +35,7 @@ from canaria.engine import (
     Decision,
     DeleteWorkload,
     EmitEvent,
+    ScaleWorkload,
     analysed_version,
     decide,
     split_replicas,
@@ -278,6 +280,14 @@ def _applied(obs: Observations, decision: Decision) -> Observations:
                 ready_replicas=ready,
                 updated=False,
                 template_hash=action.template_hash,
+            )
+        elif isinstance(action, ScaleWorkload):
+            old = workloads[action.version]
+            workloads[action.version] = dataclasses.replace(
+                old,
+                replicas=action.replicas,
+                ready_replicas=min(old.ready_replicas, action.replicas),
+                updated=False,
             )
         elif isinstance(action, DeleteWorkload):
             workloads.pop(action.version, None)

@@ -38,6 +38,7 @@ from canaria.engine import (
     Decision,
     DeleteWorkload,
     EmitEvent,
+    ScaleWorkload,
     analysed_version,
     analysis_due,
     decide,
@@ -212,7 +213,12 @@ class World:
     ) -> Command:
         """Put a command annotation on the resource (it stays there, as an annotation does)."""
         self.command = Command(
-            action=action, id=id or f"{action}-{len(self.decisions)}", user=user, reason=reason, full=full
+            action=action,
+            id=id or f"{action}-{len(self.decisions)}",
+            user=user,
+            reason=reason,
+            full=full,
+            issued_at=self.now.isoformat(),  # as `canaria promote` and friends stamp it
         )
         return self.command
 
@@ -329,6 +335,15 @@ class World:
                         workload.ready_replicas = 0  # a new template rolls every pod
                     elif action.replicas <= old.replicas:
                         workload.changed_at = old.changed_at  # scaling down starts nothing new
+                self.workloads[action.version] = workload
+            elif isinstance(action, ScaleWorkload):
+                old = self.workloads[action.version]
+                workload = Workload(
+                    action.version, old.uri, action.replicas, old.template_hash, changed_at=self.now
+                )
+                workload.ready_replicas = min(old.ready_replicas, action.replicas)
+                if action.replicas <= old.replicas:
+                    workload.changed_at = old.changed_at  # scaling down starts nothing new
                 self.workloads[action.version] = workload
             elif isinstance(action, DeleteWorkload):
                 self.workloads.pop(action.version, None)
