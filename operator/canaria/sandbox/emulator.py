@@ -339,6 +339,7 @@ class SandboxEmulator(kmock.KubernetesEmulator):
     history_limit: int = 5  # object versions kept per object (kmock keeps all)
     request_limit: int = 200  # requests kept for assertions (kmock keeps all)
     event_log_limit: int = 2000  # watch events kept per resource for resuming watches
+    event_ttl: float = 3600.0  # Events are deleted after this long (kube-apiserver's --event-ttl)
     listeners: list[Listener] = attrs.field(factory=list)
 
     _rv: int = attrs.field(default=0, init=False)
@@ -403,6 +404,8 @@ class SandboxEmulator(kmock.KubernetesEmulator):
 
     def _trim_requests(self) -> None:
         limit = self.request_limit
+        for errors in self._errors:  # kmock keeps every exception a handler raised, for assertions
+            del errors[:-limit]
         if len(self._requests) > limit:
             del self._requests[: len(self._requests) - limit // 2]
         for payload in self._payloads:
@@ -662,7 +665,18 @@ class SandboxEmulator(kmock.KubernetesEmulator):
         self._store(key, body)
         self._publish("ADDED", resource, body)
         self._after_write(key, None, body)
+        if resource == EVENTS:
+            self._expire_events()
         return body
+
+    def _expire_events(self) -> None:
+        """Events live for ``event_ttl`` seconds, as on a real API server (--event-ttl, 1h)."""
+        now = datetime.now(UTC)
+        for key in [k for k in self.objects if k[0] == EVENTS]:
+            obj = self._current(key)
+            born = _parse_time((obj or {}).get("metadata", {}).get("creationTimestamp") or "")
+            if obj is not None and born is not None and (now - born).total_seconds() > self.event_ttl:
+                self._remove(key, obj)
 
     def _remove(self, key: ObjectKey, body: dict[str, Any]) -> dict[str, Any]:
         """Really delete: the final DELETED event, then garbage-collect the dependents."""
@@ -851,7 +865,11 @@ class SandboxEmulator(kmock.KubernetesEmulator):
         """kubectl asks for a Table; it gets the columns a cluster would show (CRD printer columns)."""
         if "as=Table" not in _header(request, "Accept") or request.resource is None:
             return None
-        columns = self._columns(request.resource)
+        return self._table(self._columns(request.resource), items)
+
+    def _table(
+        self, columns: list[Column], items: list[dict[str, Any]], *, definitions: bool = True
+    ) -> dict[str, Any]:
         rows = []
         for item in items:
             cells: list[Any] = []
@@ -877,7 +895,9 @@ class SandboxEmulator(kmock.KubernetesEmulator):
                     "format": "name" if i == 0 else "",
                 }
                 for i, (name, kind, _) in enumerate(columns)
-            ],
+            ]
+            if definitions
+            else [],
             "rows": rows,
         }
 
@@ -1141,10 +1161,14 @@ class SandboxEmulator(kmock.KubernetesEmulator):
                 self._collect_dependents(current["metadata"]["uid"], orphan=True)
             return self._delete(key, current)
 
-    async def _serve_watch(self, request: rendering.Request) -> AsyncIterator[Any]:
+    async def _serve_watch(self, request: rendering.Request) -> kmock.Response:
         info = self._resource_info(request)
         if info is None:
-            raise kmock.KubernetesResourceNotFoundError()
+            return _status(404, "NotFound", "the server could not find the requested resource")
+        stream = self._watch(request, info)
+        return kmock.Response(status=200, headers={"Content-Type": "application/json"}, payload=stream)
+
+    async def _watch(self, request: rendering.Request, info: kmock.ResourceInfo) -> AsyncIterator[Any]:
         resource = request.resource
         assert resource is not None
         matches = self._filter(request)
@@ -1154,6 +1178,19 @@ class SandboxEmulator(kmock.KubernetesEmulator):
         timeout = float(request.params.get("timeoutSeconds") or 0) or None
         queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         backlog: list[dict[str, Any]] = []
+        tables = "as=Table" in _header(request, "Accept")
+        columns = self._columns(resource) if tables else []
+
+        def as_table(event: dict[str, Any]) -> dict[str, Any]:
+            """kubectl get -w wants each object as a one-row Table (column definitions come first)."""
+            if not tables or event["type"] not in ("ADDED", "MODIFIED", "DELETED"):
+                return event
+            table = self._table(columns, [event["object"]], definitions=not sent_columns)
+            table["metadata"]["resourceVersion"] = event["object"]["metadata"]["resourceVersion"]
+            sent_columns.append(True)
+            return {"type": event["type"], "object": table}
+
+        sent_columns: list[bool] = []
         gone = False
         async with self._lock:  # the backlog and the live queue meet exactly: nothing lost, nothing twice
             if since is None:
@@ -1189,14 +1226,14 @@ class SandboxEmulator(kmock.KubernetesEmulator):
         try:
             yield b""  # send the headers now: a watch may stay silent for a long time
             for event in backlog:
-                yield event
+                yield as_table(event)
             if gone:
                 return
             async with _quiet_timeout(timeout):
                 while True:
                     event = await queue.get()
                     if matches(event["object"]):
-                        yield event
+                        yield as_table(event)
         finally:
             self._watchers.get(resource, set()).discard(queue)
 
