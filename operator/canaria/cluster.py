@@ -79,7 +79,8 @@ def _changed_by(metadata: dict[str, Any]) -> str | None:
 
 
 def _workload(deployment: Any) -> WorkloadObservation:
-    meta, spec, status = deployment.metadata, deployment.spec, deployment.status
+    meta, spec = deployment.metadata, deployment.spec
+    status = deployment.status or client.V1DeploymentStatus()  # a brand-new object may have none yet
     replicas = spec.replicas or 0
     caught_up = (status.observed_generation or 0) >= (meta.generation or 0)
     updated = caught_up and (status.updated_replicas or 0) >= replicas
