@@ -546,6 +546,13 @@ def _start_rollout(run: _Run) -> None:
         ready_at=None,
         promote_request=None,
     )
+    seen = obs.workloads.get(version)
+    if (  # its Deployment is still there (an abandoned attempt not yet removed) and already fits
+        seen is not None
+        and seen.template_hash == template_hash(spec, version, spec.model.uri)
+        and _canary_ready(run, status.canary)
+    ):
+        status.canary = _replace(status.canary, ready_at=run.now)
     status.analysis = AnalysisStatus()
     status.bake_started_at = None
     retry = " (retry)" if run.retry_by else ""
@@ -723,6 +730,15 @@ def _progress_canary(run: _Run) -> None:
         # counting from its old start (and reverting at once on the progress deadline) or ending on a run
         # made at another weight.
         canary = _replace(canary, **(edited or {}), step_started_at=run.now, ready_at=None)
+    if (
+        canary.ready_at is not None
+        and seen is not None
+        and seen.updated
+        and seen.ready_replicas < seen.replicas
+    ):
+        # it was ready at this step and lost it (a pod restarted, not a change of ours): the step
+        # waits afresh from now, instead of being judged against a deadline counted from its start
+        canary = _replace(canary, step_started_at=run.now, ready_at=None)
     status.canary = canary
     if not _canary_ready(run, canary):
         _wait_for_canary(run, canary)
@@ -952,6 +968,11 @@ def desired_workloads(
     return desired
 
 
+def _serves_fully(obs: Observations, version: str, replicas: int) -> bool:
+    workload = obs.workloads.get(version)
+    return workload is not None and workload.replicas == replicas and workload.ready()
+
+
 def _reconcile_workloads(run: _Run) -> None:
     spec, obs = run.spec, run.obs
     desired = desired_workloads(spec, run.status, obs)
@@ -964,8 +985,16 @@ def _reconcile_workloads(run: _Run) -> None:
         digest = template_hash(spec, version, uri)
         if seen is None or seen.replicas != replicas or seen.template_hash != digest:
             run.actions.append(ApplyWorkload(version, uri, replicas, digest))
+    stable = run.status.stable
+    rejected = run.status.rejected.version if run.status.rejected else None
+    serving = stable is not None and _serves_fully(obs, stable.version, desired[stable.version][1])
     for version in sorted(set(obs.workloads) - set(desired)):
-        run.actions.append(DeleteWorkload(version))
+        # a version leaving (the old stable at promotion, an abandoned canary) keeps serving until the
+        # stable serves at full size; a rejected one, or one with nothing ready, goes at once
+        if serving or version == rejected or obs.workloads[version].ready_replicas == 0:
+            run.actions.append(DeleteWorkload(version))
+        else:
+            run.requeue.append(WAIT_FOR_READY)
     if run.status.stable is not None and obs.service_ports != (spec.service.port, spec.service.target_port):
         run.actions.append(ApplyService(spec.service.port, spec.service.target_port))
 

@@ -377,7 +377,7 @@ CASES = [
         "v1",
         "v3",
         "v1",
-        {"v1": 4, "v3": 1},
+        {"v1": 4, "v2": 2, "v3": 1},  # v2 serves on until v1 is back at full size
         [("Normal", "RolloutAbandoned"), ("Normal", "GatePassed"), ("Normal", "RolloutStarted")],
         {"RolloutAbandoned": ["v2", "step 2", "v3"], "RolloutStarted": ["v1 → v3", "step 1/3"]},
     ),
@@ -389,7 +389,7 @@ CASES = [
         "v1",
         None,
         "v1",
-        {"v1": 4},
+        {"v1": 4, "v2": 2},  # v2 serves on until v1 is back at full size
         [("Normal", "RolloutAbandoned"), ("Normal", "Reconciled")],
         {"Reconciled": ["v1", "serving"]},
     ),
@@ -401,7 +401,7 @@ CASES = [
         "v1",
         None,
         "v1",
-        {"v1": 4},
+        {"v1": 4, "v2": 4},  # v2 serves on until v1 is back at full size
         [("Normal", "RolledBack")],
         {"RolledBack": ["rolled back to v1", "last known good", "was serving v2"]},
     ),
@@ -510,7 +510,7 @@ CASES = [
         "v2",
         None,
         "v2",
-        {"v2": 4},
+        {"v1": 3, "v2": 4},  # v1 serves on until v2 is ready at full size
         [("Normal", "Promoted")],
         {"Promoted": ["v1 → v2", "promoted fully by command, skipping 2 step(s)", "[by alice]"]},
     ),
@@ -978,7 +978,19 @@ def test_new_version_during_bake_rolls_out_against_the_baking_version() -> None:
     assert (world.stable, world.canary, world.lkg) == ("v2", "v3", "v1")
     world.health["v3"] = BAD
     world.run_until(lambda w: w.phase == "Reverted", step=30)
+    world.run(30, step=5)  # v2 (serving during its bake) leaves once v1 is back at full size
     assert (world.stable, world.replicas()) == ("v1", {"v1": 4}), "a revert goes to the last known good"
+
+
+def test_a_departing_version_serves_until_the_stable_one_is_ready_at_full_size() -> None:
+    world = rolled_out_to(healthy_world(), "v2", step=0)
+    world.send("promote", id="full", full=True)
+    world.tick(1)
+    assert world.phase == "Healthy" and world.replicas() == {"v1": 3, "v2": 4}
+    assert world.workloads["v2"].ready_replicas < 4, "v2 is still scaling up"
+    world.run_until(lambda w: w.workloads["v2"].ready_replicas == 4, step=1)
+    world.tick(1)
+    assert world.replicas() == {"v2": 4}
 
 
 # ------------------------------------------------------------------ spec changes without a rollout
