@@ -1320,3 +1320,18 @@ def test_analysis_run_verdict_ignores_dry_run_and_prefers_failure() -> None:
     world.health["v9"] = lambda v, m: Verdict.INCONCLUSIVE if m is metric else 99.0
     run = world.run_analysis("v9")
     assert run.verdict == Verdict.FAIL
+
+
+def test_a_canary_that_loses_readiness_late_in_a_manual_step_waits_afresh() -> None:
+    world = healthy_world(rollout={"steps": [{"weight": 25, "manual": True}, {"weight": 100}]})
+    rolled_out_to(world, "v2", step=0)
+    world.run(25 * 60, step=60)  # 25 minutes into a step held for a person (deadline: 10m)
+    assert world.phase == "Progressing"
+    world.workloads["v2"].ready_replicas = 0  # a pod restarted; the Deployment is up to date
+    world.readiness["v2"] = 30.0
+    world.workloads["v2"].changed_at = world.now  # it comes back in 30 s
+    world.tick(1)
+    assert world.phase == "Progressing", "not reverted for a deadline counted from the step's start"
+    assert world.status.canary.ready_at is None and world.status.canary.step_started_at == world.now
+    world.run(60, step=5)
+    assert world.phase == "Progressing" and world.status.canary.ready_at is not None
