@@ -19,18 +19,15 @@ finalizer stops it when the object is garbage-collected or the interpreter exits
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
 import shutil
 import signal
-import socket
 import subprocess
-import sys
 import tempfile
 import threading
 import time
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -38,9 +35,10 @@ from typing import Any
 import requests
 import yaml
 
+from canaria.processes import die_with_parent, free_port
+
 INSTALL_HINT = "apt-get install -y prometheus"
 BINARY_ENV = "CANARIA_PROMETHEUS_BINARY"
-_PR_SET_PDEATHSIG = 1
 
 
 class PrometheusNotFound(RuntimeError):
@@ -61,29 +59,6 @@ def find_prometheus(binary: str | os.PathLike[str] | None = None) -> str:
             f"(Debian/Ubuntu) or set {BINARY_ENV}"
         )
     return found
-
-
-def free_port() -> int:
-    """A currently free loopback TCP port (the kernel picks it; a tiny reuse race is retried by start)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _pdeathsig_preexec() -> Callable[[], None] | None:
-    """A preexec_fn that SIGKILLs Prometheus if the starting thread dies, so no server outlives its test
-    run. Resolved before fork: only the prctl call runs in the child."""
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        prctl = ctypes.CDLL(None, use_errno=True).prctl
-    except (OSError, AttributeError):
-        return None
-
-    def preexec() -> None:
-        prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-
-    return preexec
 
 
 def _terminate(process: subprocess.Popen[bytes], grace: float) -> None:
@@ -227,7 +202,7 @@ class LocalPrometheus:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 cwd=self.work_dir,
-                preexec_fn=_pdeathsig_preexec(),
+                preexec_fn=die_with_parent(),
             )
         finally:
             log.close()

@@ -10,15 +10,12 @@ from __future__ import annotations
 import atexit
 import base64
 import contextlib
-import ctypes
 import os
 import secrets
 import shutil
 import signal
-import socket
 import ssl
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -27,6 +24,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+from canaria.processes import die_with_parent, free_port
 
 #: Binaries a full control plane needs; the controller manager is optional (``controllers=False``).
 REQUIRED_BINARIES: tuple[str, ...] = ("etcd", "kube-apiserver", "kube-controller-manager")
@@ -39,8 +38,6 @@ DISABLED_CONTROLLERS: tuple[str, ...] = (
     "service-ca-certificate-publisher-controller",
 )
 
-_PR_SET_PDEATHSIG = 1
-
 
 class ControlPlaneError(RuntimeError):
     """A control-plane process failed to start or to become ready; the message holds its log tail."""
@@ -52,13 +49,6 @@ def missing_binaries(
     """Names of the binaries that ``assets_dir`` lacks (or cannot execute), so callers can skip early."""
     base = Path(assets_dir)
     return [n for n in names if not (base / n).is_file() or not os.access(base / n, os.X_OK)]
-
-
-def free_port() -> int:
-    """A currently free loopback TCP port (the kernel picks it; a tiny reuse race is accepted)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def write_kubeconfig(
@@ -96,25 +86,6 @@ def _tail(path: Path, lines: int = 30) -> str:
     except OSError as exc:
         return f"<cannot read {path}: {exc}>"
     return "\n".join(text.splitlines()[-lines:]) or "<empty log>"
-
-
-def _pdeathsig_preexec() -> Any:
-    """A preexec_fn that SIGKILLs the child if the starting thread dies (e.g. pytest is SIGKILLed).
-
-    start_new_session detaches the children from the terminal's process group, so without this a killed
-    pytest would leave a ~300 MB apiserver behind. Resolved before fork: only prctl runs in the child.
-    """
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        prctl = ctypes.CDLL(None, use_errno=True).prctl
-    except (OSError, AttributeError):
-        return None
-
-    def preexec() -> None:
-        prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-
-    return preexec
 
 
 class ControlPlane:
@@ -316,7 +287,7 @@ class ControlPlane:
             stderr=subprocess.STDOUT,
             cwd=self.work_dir,
             start_new_session=True,
-            preexec_fn=_pdeathsig_preexec() if self.die_with_parent else None,
+            preexec_fn=die_with_parent() if self.die_with_parent else None,
         )
         self._procs[name] = proc
         return proc

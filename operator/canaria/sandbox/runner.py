@@ -16,7 +16,6 @@ Teardown is the reverse order: operator, emulator, Prometheus, simulators.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import json
 import logging
 import os
@@ -39,6 +38,7 @@ from rich.text import Text
 from canaria import GROUP, PLURAL
 from canaria.crd import custom_resource_definition
 from canaria.localprom import LocalPrometheus, PrometheusNotFound, PrometheusStartError, find_prometheus
+from canaria.processes import die_with_parent
 from canaria.sandbox.emulator import DEPLOYMENTS, EmulatorThread, write_kubeconfig
 from canaria.sandbox.story import (
     RATE_WINDOW,
@@ -142,17 +142,6 @@ class Traffic:
 # --------------------------------------------------------------------------------------- operator
 
 
-def _pdeathsig() -> Callable[[], None] | None:
-    """SIGKILL the child if this process dies, so no operator outlives its sandbox."""
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        prctl = ctypes.CDLL(None, use_errno=True).prctl
-    except (OSError, AttributeError):
-        return None
-    return lambda: prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-
-
 class OperatorProcess:
     """``canaria run`` against the sandbox, logging to a file."""
 
@@ -186,7 +175,7 @@ class OperatorProcess:
                 stderr=subprocess.STDOUT,
                 env=env,
                 start_new_session=True,  # a terminal's Ctrl-C reaches us; we stop it in order
-                preexec_fn=_pdeathsig(),
+                preexec_fn=die_with_parent(),
             )
         return self
 
