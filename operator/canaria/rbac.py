@@ -4,11 +4,13 @@ The Helm chart's ClusterRole/Role and the kustomize RBAC are generated from (and
 one list, and the integration tier runs the operator under a token bound to exactly these rules, so a
 call the operator makes without declaring it fails a test instead of a user's install.
 
-No verb is here that the operator does not use: tests/integration/test_least_privilege.py removes each
-rule in turn from the installed RBAC and expects a 403 naming it. Two are used by kopf, not by Canaria:
-``namespaces`` list/watch only when the operator watches given namespaces (``--namespace``; without it
-kopf retries the listing for about a minute before it starts), and ``customresourcedefinitions``
-list/watch so that a ModelDeployment CRD created after the operator started is served without a restart.
+No verb is here that the operator never uses: tests/integration/test_least_privilege.py removes each
+rule, and each verb, in turn from the installed RBAC and expects a 403 naming it. Two rules serve kopf,
+not Canaria: ``namespaces`` list/watch, used only when the operator watches given namespaces
+(``--namespace``; denied, kopf retries the listing for about a minute before serving anything), never
+when it watches all of them; and ``customresourcedefinitions`` list/watch, called at every start (denied:
+an error per retry for about a minute), which lets a CRD that appears after the operator started be
+served without a restart (at the CRD's first change once API discovery lists it).
 """
 
 from __future__ import annotations
