@@ -2,12 +2,33 @@
 
 from __future__ import annotations
 
+import shutil
 import time
 from collections.abc import Iterator
+from types import ModuleType
 
 import pytest
 
 pytest_plugins = ["tests.fixtures_prometheus"]
+
+
+@pytest.fixture(scope="session")
+def helm() -> ModuleType:
+    """Helm v4 as a library (helm-python-sdk): lint, render, install, upgrade, uninstall, all offline."""
+    try:
+        import helm_python
+    except ImportError:
+        pytest.skip("helm_python not importable: pip install -e '.[helm]' (helm-python-sdk, ~244 MB)")
+    return helm_python
+
+
+@pytest.fixture(scope="session")
+def kubectl_bin() -> str:
+    found = shutil.which("kubectl")
+    if not found:
+        pytest.skip("kubectl not found: the kubectl install paths are not exercised")
+    return found
+
 
 _integration_wall: dict[str, float] = {"seconds": 0.0, "tests": 0}
 

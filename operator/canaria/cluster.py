@@ -43,6 +43,10 @@ class Forbidden(Exception):
     """The operator's RBAC lacks a permission; the message names it."""
 
 
+class NamespaceTerminating(Exception):
+    """The namespace is being deleted: nothing to do there any more."""
+
+
 class Conflict(Exception):
     """The object changed since it was read; redo the reconcile from a fresh read."""
 
@@ -54,6 +58,8 @@ def call(what: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     except ApiException as exc:
         if exc.status == 403:
             detail = _api_message(exc)
+            if "being terminated" in detail:  # a 403 that is not about RBAC: the namespace is going away
+                raise NamespaceTerminating(f"cannot {what}: {detail}") from exc
             raise Forbidden(f"forbidden to {what}: the operator's RBAC needs it ({detail})") from exc
         if exc.status == 409:
             raise Conflict(f"conflict on {what}: {_api_message(exc)}") from exc

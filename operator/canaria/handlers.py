@@ -18,7 +18,7 @@ import kopf
 from kubernetes import client, config
 
 from canaria import GROUP, PLURAL, VERSION
-from canaria.cluster import Forbidden
+from canaria.cluster import Forbidden, NamespaceTerminating
 from canaria.commands import COMMAND_ANNOTATION
 from canaria.metrics import RECONCILE_ERRORS
 from canaria.reconciler import Reconciler, Settings
@@ -134,6 +134,9 @@ async def drive_rollout(
                 delay = RESYNC_SECONDS
                 if decision is not None and decision.requeue_after is not None:
                     delay = min(max(decision.requeue_after, 0.05), RESYNC_SECONDS)
+            except NamespaceTerminating as exc:
+                logger.info(str(exc))
+                delay = RESYNC_SECONDS
             except Forbidden as exc:
                 RECONCILE_ERRORS.labels(kind="forbidden").inc()
                 logger.error(str(exc))

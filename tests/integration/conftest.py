@@ -6,6 +6,7 @@ test kubelet are session-scoped; isolation comes from a fresh namespace per test
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import time
@@ -17,6 +18,7 @@ import pytest
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
+from canaria import GROUP, PLURAL, VERSION
 from canaria.rbac import rules as rbac_rules
 
 from .controlplane import ControlPlane, missing_binaries
@@ -135,7 +137,12 @@ def mds(crd: str, admin_api: client.ApiClient, namespace: str) -> ModelDeploymen
 
 @pytest.fixture
 def start_operator(
-    crd: str, control_plane: ControlPlane, namespace: str, tmp_path: Path, request: pytest.FixtureRequest
+    crd: str,
+    admin_api: client.ApiClient,
+    control_plane: ControlPlane,
+    namespace: str,
+    tmp_path: Path,
+    request: pytest.FixtureRequest,
 ) -> Iterator[Callable[..., OperatorProcess]]:
     """Start `canaria run` watching the test namespace, under a token bound to exactly canaria.rbac.
 
@@ -167,9 +174,28 @@ def start_operator(
     yield start
     for process in started:
         process.stop()
+    _release_finalizers(admin_api, namespace)
     report = getattr(request.node, "rep_call", None)
     if started and (report is None or report.failed):
         print(f"--- operator log ({started[-1].log_path}) ---\n{started[-1].log_tail()}")
+
+
+def _release_finalizers(api: client.ApiClient, namespace: str) -> None:
+    """With the operator gone, nobody would remove kopf's finalizer: the namespace would stay
+    Terminating for the rest of the session. Drop it, as an uninstall runbook would."""
+    custom = client.CustomObjectsApi(api)
+    for item in custom.list_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL)["items"]:
+        if item["metadata"].get("finalizers"):
+            with contextlib.suppress(ApiException):
+                custom.patch_namespaced_custom_object(
+                    GROUP,
+                    VERSION,
+                    namespace,
+                    PLURAL,
+                    item["metadata"]["name"],
+                    {"metadata": {"finalizers": None}},
+                    _content_type="application/merge-patch+json",
+                )
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)

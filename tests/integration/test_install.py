@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import json
 import secrets
-import shutil
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -74,23 +73,6 @@ def absent(read: Callable[[], Any]) -> bool:
             return True
         raise
     return False
-
-
-@pytest.fixture(scope="module")
-def helm() -> ModuleType:
-    try:
-        import helm_python
-    except ImportError:
-        pytest.skip("helm_python not importable: pip install -e '.[helm]' (helm-python-sdk, ~244 MB)")
-    return helm_python
-
-
-@pytest.fixture(scope="module")
-def kubectl_bin() -> str:
-    found = shutil.which("kubectl") or ("/usr/bin/kubectl" if Path("/usr/bin/kubectl").is_file() else None)
-    if not found:
-        pytest.skip("kubectl not found: the kubectl install paths are not exercised")
-    return found
 
 
 def kubectl(

@@ -20,7 +20,6 @@ import contextlib
 import os
 import secrets
 import shlex
-import shutil
 import subprocess
 import time
 from collections.abc import Iterator
@@ -115,23 +114,6 @@ def test_the_document_marks_what_this_test_runs() -> None:
 
 
 # ---------------------------------------------------------------------------------------------- running it
-
-
-@pytest.fixture(scope="module")
-def helm() -> ModuleType:
-    try:
-        import helm_python
-    except ImportError:
-        pytest.skip("helm_python not importable: pip install -e '.[helm]' (helm-python-sdk, ~244 MB)")
-    return helm_python
-
-
-@pytest.fixture(scope="module")
-def kubectl_bin() -> str:
-    found = shutil.which("kubectl") or ("/usr/bin/kubectl" if Path("/usr/bin/kubectl").is_file() else None)
-    if not found:
-        pytest.skip("kubectl not found: the documented kubectl steps cannot run")
-    return found
 
 
 def _helm_parser() -> argparse.ArgumentParser:

@@ -113,15 +113,6 @@ def container_args(deployment: dict[str, Any]) -> list[str]:
     return list(container["args"])
 
 
-@pytest.fixture(scope="module")
-def helm() -> ModuleType:
-    try:
-        import helm_python
-    except ImportError:
-        pytest.skip("helm_python not importable: pip install -e '.[helm]' (helm-python-sdk, ~244 MB)")
-    return helm_python
-
-
 def render(helm: ModuleType, values: dict[str, Any] | None = None) -> list[dict[str, Any]]:
     """The chart's templates rendered offline (CRDs from crds/ are not templates: checked separately)."""
     with helm.Chart.load(str(CHART)) as chart:
