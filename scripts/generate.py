@@ -31,7 +31,7 @@ sys.path.insert(0, str(ROOT / "operator"))  # runnable without an installed pack
 
 from canaria import GROUP, PLURAL  # noqa: E402
 from canaria.crd import render_crd  # noqa: E402
-from canaria.rbac import PERMISSIONS, Permission  # noqa: E402
+from canaria.rbac import PERMISSIONS, Permission, permissions  # noqa: E402
 
 CRD_NAME = f"{PLURAL}.{GROUP}.yaml"
 CRD_FILE = ROOT / "crds" / CRD_NAME
@@ -70,7 +70,7 @@ def _commented_rules(permissions: list[Permission], indent: str = "") -> str:
 def render_chart_rbac_rules() -> str:
     """``files/rbac-rules.yaml``: the three rule lists the chart's templates pick from.
 
-    ``clusterRole``     every rule: the ClusterRole when the operator watches all namespaces
+    ``clusterRole``     the ClusterRole when the operator watches all namespaces (no namespace listing)
     ``role``            the namespaced rules: one Role per namespace in ``watchNamespaces``
     ``clusterScoped``   the cluster-scoped rules: the ClusterRole that goes with those Roles
     """
@@ -79,7 +79,7 @@ def render_chart_rbac_rules() -> str:
     return (
         _HEADER
         + "clusterRole:\n"
-        + _commented_rules(list(PERMISSIONS), "  ")
+        + _commented_rules(permissions(all_namespaces=True), "  ")
         + "role:\n"
         + _commented_rules(namespaced, "  ")
         + "clusterScoped:\n"
@@ -88,13 +88,13 @@ def render_chart_rbac_rules() -> str:
 
 
 def render_kustomize_cluster_role() -> str:
-    """``manifests/rbac/cluster-role.yaml``: every rule, for an operator watching all namespaces."""
+    """``manifests/rbac/cluster-role.yaml``: the rules of an operator watching all namespaces."""
     head = {
         "apiVersion": "rbac.authorization.k8s.io/v1",
         "kind": "ClusterRole",
         "metadata": {"name": KUSTOMIZE_NAME},
     }
-    return _HEADER + _dump(head) + "rules:\n" + _commented_rules(list(PERMISSIONS))
+    return _HEADER + _dump(head) + "rules:\n" + _commented_rules(permissions(all_namespaces=True))
 
 
 def outputs() -> dict[Path, str]:

@@ -28,6 +28,7 @@ class Permission:
     verbs: tuple[str, ...]
     why: str
     cluster_scoped: bool = False
+    named_namespaces_only: bool = False  # needed only when the operator watches given namespaces
 
     def rule(self) -> dict[str, Any]:
         return {"apiGroups": [self.group], "resources": [self.resource], "verbs": list(self.verbs)}
@@ -51,6 +52,7 @@ PERMISSIONS: tuple[Permission, ...] = (
         ("list", "watch"),
         "kopf namespace discovery when watching given namespaces",
         cluster_scoped=True,
+        named_namespaces_only=True,
     ),
     Permission(
         "apiextensions.k8s.io",
@@ -62,6 +64,17 @@ PERMISSIONS: tuple[Permission, ...] = (
 )
 
 
-def rules(*, include_cluster_scoped: bool = True) -> list[dict[str, Any]]:
-    """RBAC rules: all of them for a ClusterRole; the namespaced ones for a per-namespace Role."""
-    return [p.rule() for p in PERMISSIONS if include_cluster_scoped or not p.cluster_scoped]
+def permissions(*, all_namespaces: bool = False) -> list[Permission]:
+    """What an operator needs: watching all namespaces (`canaria run` without --namespace) it never
+    lists namespaces, so that rule is left out there."""
+    return [p for p in PERMISSIONS if not (all_namespaces and p.named_namespaces_only)]
+
+
+def rules(*, include_cluster_scoped: bool = True, all_namespaces: bool = False) -> list[dict[str, Any]]:
+    """RBAC rules: all of them for a ClusterRole (an operator given --namespace needs every one; one
+    watching all namespaces passes all_namespaces=True); the namespaced ones for a per-namespace Role."""
+    return [
+        p.rule()
+        for p in permissions(all_namespaces=all_namespaces)
+        if include_cluster_scoped or not p.cluster_scoped
+    ]

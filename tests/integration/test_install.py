@@ -167,12 +167,13 @@ def chart_service_account_kubeconfig(
         token = core.create_namespaced_service_account_token(name, namespace, request).status.token
         user = f"system:serviceaccount:{namespace}:{name}"
         authz = client.AuthorizationV1Api(api)
+        granted = rbac.permissions(all_namespaces=True)  # what either mode grants
         checks: list[tuple[rbac.Permission, str | None]] = [
-            (perm, None) for perm in rbac.PERMISSIONS if perm.cluster_scoped
+            (perm, None) for perm in granted if perm.cluster_scoped
         ] + [
             (perm, ns)
             for ns in (watch_namespaces or [namespace])
-            for perm in rbac.PERMISSIONS
+            for perm in granted
             if not perm.cluster_scoped
         ]
         for perm, ns in checks:
@@ -269,7 +270,7 @@ def test_helm_install_upgrade_uninstall(
         assert crd.spec.names.short_names == ["md"] and crd.spec.versions[0].name == VERSION
 
         role = rbac_api.read_cluster_role(cluster_role)
-        assert as_dicts(admin_api, role.rules) == rbac.rules()
+        assert as_dicts(admin_api, role.rules) == rbac.rules(all_namespaces=True)
         binding = rbac_api.read_cluster_role_binding(cluster_role)
         assert binding.role_ref.name == cluster_role
         assert [(s.kind, s.name, s.namespace) for s in binding.subjects] == [
@@ -372,7 +373,7 @@ def test_chart_service_account_has_exactly_the_declared_permissions(
         )
         assert path.is_file() and (path.stat().st_mode & 0o077) == 0
         with config.new_client_from_config(config_file=str(path)) as sa_api:
-            for perm in rbac.PERMISSIONS:
+            for perm in rbac.permissions(all_namespaces=mode == "all-namespaces"):
                 for verb in perm.verbs:
                     ns = None if perm.cluster_scoped else watched
                     assert can_i(sa_api, verb, perm.resource, perm.group, ns), (
@@ -466,7 +467,7 @@ def test_kubectl_apply_kustomize(
     assert served["names"] == generated["names"]
     properties = generated["versions"][0]["schema"]["openAPIV3Schema"]["properties"]
     assert served["versions"][0]["schema"]["openAPIV3Schema"]["properties"].keys() == properties.keys()
-    assert as_dicts(admin_api, rbac_api.read_cluster_role("canaria").rules) == rbac.rules()
+    assert as_dicts(admin_api, rbac_api.read_cluster_role("canaria").rules) == rbac.rules(all_namespaces=True)
     binding = rbac_api.read_cluster_role_binding("canaria")
     assert [(s.name, s.namespace) for s in binding.subjects] == [("canaria", KUSTOMIZE_NAMESPACE)]
     core.read_namespaced_service_account("canaria", KUSTOMIZE_NAMESPACE)

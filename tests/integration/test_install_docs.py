@@ -283,7 +283,9 @@ def test_helm_section_as_documented(
         (container,) = deployment.spec.template.spec.containers
         assert "--prometheus-address=http://prometheus-operated.monitoring:9090" in container.args
         assert "--all-namespaces" in container.args
-        assert rules_of(admin_api, rbac_api.read_cluster_role(cluster_role)) == rbac.rules()
+        assert rules_of(admin_api, rbac_api.read_cluster_role(cluster_role)) == rbac.rules(
+            all_namespaces=True
+        )
         binding = rbac_api.read_cluster_role_binding(cluster_role)
         assert [(s.name, s.namespace) for s in binding.subjects] == [("canaria", helm_namespace)]
         assert deployment.spec.template.spec.service_account_name == "canaria"
@@ -356,7 +358,7 @@ def test_kubectl_section_as_documented(
         assert core.read_namespace(kustomize_namespace).metadata.labels[
             "pod-security.kubernetes.io/enforce"
         ] == ("restricted")
-        assert rules_of(admin_api, rbac_api.read_cluster_role("canaria")) == rbac.rules()
+        assert rules_of(admin_api, rbac_api.read_cluster_role("canaria")) == rbac.rules(all_namespaces=True)
         binding = rbac_api.read_cluster_role_binding("canaria")
         assert [(s.name, s.namespace) for s in binding.subjects] == [("canaria", kustomize_namespace)]
         assert deployment.spec.template.spec.service_account_name == "canaria"

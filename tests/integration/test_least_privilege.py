@@ -69,9 +69,14 @@ from .test_install import (
 
 CHART_RULES = yaml.safe_load((CHART / "files" / "rbac-rules.yaml").read_text())
 KUSTOMIZE_RULES = yaml.safe_load((MANIFESTS / "rbac" / "cluster-role.yaml").read_text())["rules"]
-#: Every rule an install path creates (each path holds all of them, in a ClusterRole or a Role).
+#: Every rule some install path creates (a path watching all namespaces leaves out namespace listing).
 RULES: list[dict[str, Any]] = []
-for _rule in [*CHART_RULES["clusterRole"], *CHART_RULES["role"], *KUSTOMIZE_RULES]:
+for _rule in [
+    *CHART_RULES["clusterRole"],
+    *CHART_RULES["role"],
+    *CHART_RULES["clusterScoped"],
+    *KUSTOMIZE_RULES,
+]:
     if _rule not in RULES:
         RULES.append(_rule)
 
@@ -336,7 +341,7 @@ def mint_token(
     request = client.AuthenticationV1TokenRequest(spec=client.V1TokenRequestSpec(expiration_seconds=3600))
     token = core.create_namespaced_service_account_token(account, namespace, request).status.token
     user = f"system:serviceaccount:{namespace}:{account}"
-    for perm in rbac.PERMISSIONS:
+    for perm in rbac.permissions(all_namespaces=True):  # what every install grants
         wait_until_allowed(api, user, perm.rule(), None if perm.cluster_scoped else "default", allowed=True)
     kubeconfig = write_kubeconfig(
         path,
@@ -578,15 +583,6 @@ def test_removing_a_rule_is_reported_by_name(
     """The installed RBAC minus one rule: the operator's log names exactly that permission in a 403."""
     if rule not in install.generated:
         pytest.skip(f"the {install.name} install does not grant {rule_id(rule)}")
-    if rule["resources"] == ["namespaces"] and not install.watched:
-        request.applymarker(
-            pytest.mark.xfail(
-                strict=True,
-                reason="over-granted: an operator watching all namespaces never lists namespaces (kopf does"
-                " only with --namespace); the all-namespaces ClusterRole needs its own rule list in"
-                " scripts/generate.py",
-            )
-        )
     mds = ModelDeployments(admin_api, target)
     log_path = tmp_path / "operator.log"
     with install.without(rule, target):

@@ -158,7 +158,7 @@ def test_crd_copies_are_identical_to_the_models() -> None:
 
 def test_chart_rules_file_is_the_rbac_declaration() -> None:
     rules = yaml.safe_load((CHART / "files" / "rbac-rules.yaml").read_text())
-    assert rules["clusterRole"] == rbac.rules()
+    assert rules["clusterRole"] == rbac.rules(all_namespaces=True)
     assert rules["role"] == rbac.rules(include_cluster_scoped=False)
     assert rules["clusterScoped"] == cluster_scoped_rules()
     assert_no_wildcards(rules["clusterRole"])
@@ -294,7 +294,7 @@ def test_chart_defaults(helm: ModuleType) -> None:
 
     service_account = one(objs, "ServiceAccount")["metadata"]["name"]
     role, binding = one(objs, "ClusterRole"), one(objs, "ClusterRoleBinding")
-    assert role["rules"] == rbac.rules()
+    assert role["rules"] == rbac.rules(all_namespaces=True)
     assert_no_wildcards(role["rules"])
     assert binding["roleRef"] == {
         "apiGroup": "rbac.authorization.k8s.io",
@@ -522,7 +522,7 @@ def test_kustomize_manifests(helm: ModuleType) -> None:
     assert crd["spec"] == generated["spec"]
 
     role, binding = by_kind["ClusterRole"], by_kind["ClusterRoleBinding"]
-    assert role["rules"] == rbac.rules()
+    assert role["rules"] == rbac.rules(all_namespaces=True)
     assert_no_wildcards(role["rules"])
     assert binding["roleRef"]["name"] == role["metadata"]["name"]
     sa = by_kind["ServiceAccount"]["metadata"]
