@@ -24,8 +24,8 @@ What removing each rule and each verb taught (and ``canaria.rbac`` now declares)
   a 409, never a patch), ``get`` on ``namespaces`` and on CRDs (kopf only lists and watches them).
 - ``namespaces`` list/watch: kopf uses it only when the operator watches given namespaces (to resolve
   globs); denied, it retries the listing for about a minute before serving anything. An operator watching
-  all namespaces never asks, so the all-namespaces ClusterRole (chart default, kustomize) carries it unused:
-  strict xfail below, until scripts/generate.py gives that ClusterRole its own rule list.
+  all namespaces never asks, so the all-namespaces ClusterRole (chart default, kustomize) leaves it out
+  (``canaria.rbac.rules(all_namespaces=True)``); the rule test skips it for those paths.
 - ``customresourcedefinitions`` list/watch: kopf lists and watches CRDs at every start and re-reads API
   discovery on each CRD event; denied, it logs an error per attempt for about a minute, then serves only
   what existed at startup. The last test shows what it buys: a CRD that appears after the operator
