@@ -149,9 +149,10 @@ class Threshold(CamelModel):
 
 
 def describe_bounds(low: float | None, high: float | None) -> str:
-    """ ">= 0.9", "<= 0.01" or ">= 0.1 and <= 0.2"."""
-    parts = [f">= {low:g}" if low is not None else "", f"<= {high:g}" if high is not None else ""]
-    return " and ".join(p for p in parts if p)
+    """ ">= 0.9", "<= 0.01" or ">= 0.1 and <= 0.2" (branches, not a join: it runs at every decision)."""
+    if low is None:
+        return "" if high is None else f"<= {high:g}"
+    return f">= {low:g}" if high is None else f">= {low:g} and <= {high:g}"
 
 
 class Gate(Threshold):
@@ -445,7 +446,7 @@ class MetricResult(CamelModel):
         bound = describe_bounds(self.min, self.max)  # not via a Threshold: this runs at every decision
         shown = f"{self.value:.6g}" if self.value is not None else "no value"
         extra = f" ({self.reason})" if self.reason else ""
-        return f"{self.name}={shown} [{bound}] {self.verdict.value}{extra}"
+        return f"{self.name}={shown} [{bound}] {self.verdict}{extra}"  # a StrEnum formats as its value
 
 
 class AnalysisStatus(CamelModel):
