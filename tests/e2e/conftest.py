@@ -19,7 +19,8 @@ import pytest
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
-from tests.integration.harness import ModelDeployments, OperatorProcess, install_crd
+from canaria.processes import OperatorProcess
+from tests.integration.harness import ModelDeployments, install_crd
 
 ENV = "CANARIA_E2E_KUBECONFIG"
 SKIP_REASON = f"{ENV} is not set: e2e tests need a real cluster (kind/k3d)"
@@ -119,7 +120,7 @@ def e2e_operator(
 
     def start() -> OperatorProcess:
         process = OperatorProcess(
-            e2e_kubeconfig, [e2e_namespace], tmp_path / "operator.log", prometheus=None
+            e2e_kubeconfig, tmp_path / "operator.log", namespaces=[e2e_namespace], verbose=True
         ).start()
         started.append(process)
         return process

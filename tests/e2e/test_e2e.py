@@ -18,7 +18,8 @@ import pytest
 from kubernetes.client.exceptions import ApiException
 
 from canaria import GROUP, PLURAL, VERSION
-from tests.integration.harness import ModelDeployments, OperatorProcess, model_deployment, wait_for
+from canaria.processes import OperatorProcess
+from tests.integration.harness import ModelDeployments, model_deployment, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 

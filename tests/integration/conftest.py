@@ -19,10 +19,11 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from canaria import GROUP, PLURAL, VERSION
+from canaria.processes import OperatorProcess
 from canaria.rbac import rules as rbac_rules
 
 from .controlplane import ControlPlane, missing_binaries
-from .harness import ModelDeployments, OperatorProcess, install_crd
+from .harness import ModelDeployments, install_crd
 from .kubelet import TestKubelet
 
 _HERE = Path(__file__).resolve().parent
@@ -166,7 +167,11 @@ def start_operator(
                 namespace, "canaria-limited", rules, tmp_path / "limited.kubeconfig"
             )
         process = OperatorProcess(
-            config, namespaces or [namespace], tmp_path / "operator.log", prometheus=prometheus
+            config,
+            tmp_path / "operator.log",
+            namespaces=namespaces or [namespace],
+            prometheus=prometheus,
+            verbose=True,
         ).start()
         started.append(process)
         return process

@@ -6,12 +6,7 @@ undeclared API call fails a test. It runs as a process so a test can kill it at 
 
 from __future__ import annotations
 
-import contextlib
 import copy
-import os
-import signal
-import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -59,68 +54,6 @@ def install_crd(api: client.ApiClient) -> None:
         return any(c.type == "Established" and c.status == "True" for c in conditions)
 
     wait_for("the CRD to be established", established, timeout=30)
-
-
-class OperatorProcess:
-    """`canaria run` as a child process, logging to a file the test can show on failure."""
-
-    def __init__(
-        self, kubeconfig: Path, namespaces: list[str], log_path: Path, *, prometheus: str | None
-    ) -> None:
-        self.kubeconfig, self.namespaces, self.log_path, self.prometheus = (
-            kubeconfig,
-            namespaces,
-            log_path,
-            prometheus,
-        )
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> OperatorProcess:
-        args = [
-            sys.executable,
-            "-m",
-            "canaria.cli",
-            "run",
-            "--kubeconfig",
-            str(self.kubeconfig),
-            "--liveness-port",
-            "0",
-            "--metrics-port",
-            "0",
-            "--bind-address",
-            "127.0.0.1",
-            "--verbose",
-        ]
-        for ns in self.namespaces:
-            args += ["--namespace", ns]
-        if self.prometheus:
-            args += ["--prometheus-address", self.prometheus]
-        log = self.log_path.open("ab")
-        env = {k: v for k, v in os.environ.items() if k != "KUBECONFIG"}
-        self.process = subprocess.Popen(
-            args, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
-        )
-        log.close()
-        return self
-
-    def kill(self) -> None:
-        """SIGKILL: no chance to clean up, as when a node dies."""
-        if self.process and self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait(10)
-
-    def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(15)
-            except subprocess.TimeoutExpired:
-                self.kill()
-
-    def log_tail(self, lines: int = 60) -> str:
-        with contextlib.suppress(OSError):
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        return ""
 
 
 class ModelDeployments:

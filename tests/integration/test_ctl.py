@@ -13,9 +13,10 @@ import pytest
 import yaml
 
 from canaria import cli
+from canaria.processes import OperatorProcess
 
 from .controlplane import ControlPlane
-from .harness import ModelDeployments, OperatorProcess, model_deployment, wait_for
+from .harness import ModelDeployments, model_deployment, wait_for
 from .kubelet import TestKubelet
 
 

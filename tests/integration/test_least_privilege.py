@@ -40,7 +40,6 @@ import os
 import re
 import secrets
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -54,9 +53,10 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from canaria import GROUP, PLURAL, VERSION, rbac
+from canaria.processes import OperatorProcess
 
 from .controlplane import ControlPlane, write_kubeconfig
-from .harness import ModelDeployments, OperatorProcess, install_crd, model_deployment, wait_for
+from .harness import ModelDeployments, install_crd, model_deployment, wait_for
 from .kubelet import TestKubelet
 from .test_install import (
     CHART,
@@ -243,34 +243,12 @@ def wait_namespace_gone(core: client.CoreV1Api, name: str, timeout: float = 90) 
 
 
 class DeployedOperator(OperatorProcess):
-    """`canaria run` with the args of an installed operator Deployment, as its container would run it.
-
-    Only the ports change: the liveness and metrics endpoints are off, so processes never collide.
-    """
+    """`canaria run` with the args of an installed operator Deployment, as its container would run it
+    (the image's ENTRYPOINT is `canaria run`; the Deployment gives only args). Only the endpoints change:
+    they are off, so processes never collide."""
 
     def __init__(self, kubeconfig: Path, deployment_args: list[str], log_path: Path) -> None:
-        super().__init__(kubeconfig, [], log_path, prometheus=None)
-        self.deployment_args = deployment_args
-
-    def start(self) -> DeployedOperator:
-        args = [
-            sys.executable,
-            "-m",
-            "canaria.cli",
-            "run",  # the image's ENTRYPOINT is `canaria run`; the Deployment gives only args
-            *self.deployment_args,
-            "--kubeconfig",
-            str(self.kubeconfig),
-            "--liveness-port=0",
-            "--metrics-port=0",
-            "--bind-address=127.0.0.1",
-        ]
-        env = {k: v for k, v in os.environ.items() if k != "KUBECONFIG"}
-        with self.log_path.open("ab") as log:
-            self.process = subprocess.Popen(
-                args, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
-            )
-        return self
+        super().__init__(kubeconfig, log_path, args=deployment_args, verbose=True)
 
 
 @dataclass
@@ -669,7 +647,7 @@ def test_crd_watch_lets_the_operator_serve_a_crd_that_appears_after_it_started(t
                 )
                 operators.append(
                     OperatorProcess(
-                        kubeconfig, [namespace], tmp_path / f"{namespace}.log", prometheus=None
+                        kubeconfig, tmp_path / f"{namespace}.log", namespaces=[namespace], verbose=True
                     ).start()
                 )
             with_rule, without_rule = operators

@@ -11,11 +11,12 @@ from kubernetes.client.exceptions import ApiException
 
 from canaria import GROUP, PLURAL, VERSION
 from canaria.cluster import Cluster
+from canaria.processes import OperatorProcess
 from canaria.rbac import rules as rbac_rules
 from canaria.reconciler import Reconciler, Settings
 
 from .controlplane import ControlPlane
-from .harness import ModelDeployments, OperatorProcess, model_deployment, wait_for
+from .harness import ModelDeployments, model_deployment, wait_for
 from .kubelet import TestKubelet
 
 

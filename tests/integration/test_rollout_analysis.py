@@ -25,11 +25,12 @@ from typing import Any
 import pytest
 
 from canaria.localprom import LocalPrometheus, PrometheusNotFound
+from canaria.processes import OperatorProcess
 from canaria.simulator import ModelServerSimulator
 from tests.fixtures_prometheus import SIMULATED_SERVICE
 
 from .controlplane import ControlPlane
-from .harness import ModelDeployments, OperatorProcess, model_deployment, wait_for
+from .harness import ModelDeployments, model_deployment, wait_for
 from .kubelet import TestKubelet
 from .traffic import TrafficFollower
 

@@ -18,11 +18,8 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
 import shutil
 import signal
-import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -38,7 +35,7 @@ from rich.text import Text
 from canaria import GROUP, PLURAL
 from canaria.crd import custom_resource_definition
 from canaria.localprom import LocalPrometheus, PrometheusNotFound, PrometheusStartError, find_prometheus
-from canaria.processes import die_with_parent
+from canaria.processes import OperatorProcess
 from canaria.sandbox.emulator import DEPLOYMENTS, EmulatorThread, write_kubeconfig
 from canaria.sandbox.story import (
     RATE_WINDOW,
@@ -140,72 +137,6 @@ class Traffic:
 
 
 # --------------------------------------------------------------------------------------- operator
-
-
-class OperatorProcess:
-    """``canaria run`` against the sandbox, logging to a file."""
-
-    def __init__(self, kubeconfig: Path, prometheus: str, log_path: Path) -> None:
-        self.kubeconfig, self.prometheus, self.log_path = kubeconfig, prometheus, log_path
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> OperatorProcess:
-        args = [
-            sys.executable,
-            "-m",
-            "canaria.cli",
-            "run",
-            "--kubeconfig",
-            str(self.kubeconfig),
-            "--prometheus-address",
-            self.prometheus,
-            "--liveness-port",
-            "0",
-            "--metrics-port",
-            "0",
-            "--bind-address",
-            "127.0.0.1",
-        ]
-        env = {k: v for k, v in os.environ.items() if k != "KUBECONFIG"}
-        with self.log_path.open("ab") as out:
-            self.process = subprocess.Popen(
-                args,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                env=env,
-                start_new_session=True,  # a terminal's Ctrl-C reaches us; we stop it in order
-                preexec_fn=die_with_parent(),
-            )
-        return self
-
-    @property
-    def pid(self) -> int | None:
-        return self.process.pid if self.process else None
-
-    def problem(self) -> str | None:
-        if self.process is None or self.process.poll() is None:
-            return None
-        return f"the operator exited with code {self.process.returncode}:\n{self.log_tail()}"
-
-    def log_tail(self, lines: int = 20) -> str:
-        with contextlib.suppress(OSError):
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        return ""
-
-    def stop(self, timeout: float = 20.0) -> None:
-        """SIGTERM (kopf stops its daemons gracefully), SIGKILL if it takes longer than ``timeout``."""
-        process = self.process
-        if process is None or process.poll() is not None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
 
 
 # ---------------------------------------------------------------------------------------- sandbox
@@ -329,7 +260,7 @@ class Sandbox:
         api = config.new_client_from_config(config_file=str(kubeconfig))
         stack.callback(_timed, "api.close", api.close)
         client.ApiextensionsV1Api(api).create_custom_resource_definition(custom_resource_definition())
-        operator = OperatorProcess(kubeconfig, prometheus.url, work / "operator.log").start()
+        operator = OperatorProcess(kubeconfig, work / "operator.log", prometheus=prometheus.url).start()
         stack.callback(_timed, "operator.stop", operator.stop)
         self._header(emulator.url, prometheus.url, traffic, operator, script, kubeconfig)
         code = 0
