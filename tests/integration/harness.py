@@ -35,6 +35,17 @@ def wait_for(what: str, probe: Callable[[], T], timeout: float = 60.0, interval:
     raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}; last: {last!r}")
 
 
+def absent(read: Callable[[], Any]) -> bool:
+    """True when reading the object answers 404."""
+    try:
+        read()
+    except ApiException as exc:
+        if exc.status == 404:
+            return True
+        raise
+    return False
+
+
 def install_crd(api: client.ApiClient) -> None:
     """Create or replace the generated CRD and wait until it is served."""
     ext = client.ApiextensionsV1Api(api)

@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import ModuleType
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 import yaml
@@ -27,6 +27,7 @@ from canaria import GROUP, PLURAL, VERSION, rbac
 from canaria.crd import render_crd
 
 from .controlplane import ControlPlane, write_kubeconfig
+from .harness import absent, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "canaria"
@@ -34,21 +35,8 @@ MANIFESTS = ROOT / "manifests"
 CRD_NAME = f"{PLURAL}.{GROUP}"
 KUSTOMIZE_NAMESPACE = "canaria-system"
 
-T = TypeVar("T")
-
 
 # ---------------------------------------------------------------------------------------------- helpers
-
-
-def wait_for(what: str, probe: Callable[[], T], timeout: float = 30.0, interval: float = 0.1) -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = probe()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(interval)
 
 
 def chart_fullname(release: str) -> str:
@@ -63,16 +51,6 @@ def chart_cluster_role_name(release: str, namespace: str) -> str:
 def as_dicts(api: client.ApiClient, rules: list[Any] | None) -> list[dict[str, Any]]:
     """RBAC rules as read from the API (V1PolicyRule) in the shape canaria.rbac declares them."""
     return [api.sanitize_for_serialization(rule) for rule in rules or []]
-
-
-def absent(read: Callable[[], Any]) -> bool:
-    try:
-        read()
-    except ApiException as exc:
-        if exc.status == 404:
-            return True
-        raise
-    return False
 
 
 def kubectl(
@@ -265,7 +243,7 @@ def test_helm_install_upgrade_uninstall(
         assert [(r["name"], r["status"]) for r in cfg.list()] == [(release, "deployed")]
 
         # The CRD (from the chart's crds/, or already there: then Helm leaves it alone) is served.
-        wait_for("the CRD to be established", lambda: crd_established(admin_api))
+        wait_for("the CRD to be established", lambda: crd_established(admin_api), timeout=30, interval=0.1)
         crd = client.ApiextensionsV1Api(admin_api).read_custom_resource_definition(CRD_NAME)
         assert crd.spec.names.short_names == ["md"] and crd.spec.versions[0].name == VERSION
 
@@ -459,7 +437,7 @@ def test_kubectl_apply_kustomize(
 
     ns = core.read_namespace(KUSTOMIZE_NAMESPACE)
     assert ns.metadata.labels["pod-security.kubernetes.io/enforce"] == "restricted"
-    wait_for("the CRD to be established", lambda: crd_established(admin_api))
+    wait_for("the CRD to be established", lambda: crd_established(admin_api), timeout=30, interval=0.1)
     raw = client.ApiextensionsV1Api(admin_api).read_custom_resource_definition(
         CRD_NAME, _preload_content=False
     )
@@ -479,7 +457,12 @@ def test_kubectl_apply_kustomize(
     def pod_created() -> bool:
         return bool(core.list_namespaced_pod(KUSTOMIZE_NAMESPACE).items)
 
-    wait_for("the operator Pod to be admitted under Pod Security 'restricted'", pod_created)
+    wait_for(
+        "the operator Pod to be admitted under Pod Security 'restricted'",
+        pod_created,
+        timeout=30,
+        interval=0.1,
+    )
 
     # Idempotent, and without conflicts for the same manager: GitOps controllers re-apply all the time.
     again = kubectl(kubectl_bin, control_plane, "apply", "--server-side", "-k", str(MANIFESTS))

@@ -21,7 +21,6 @@ import os
 import secrets
 import shlex
 import subprocess
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +35,7 @@ from kubernetes.client.exceptions import ApiException
 from canaria import GROUP, PLURAL, rbac
 
 from .controlplane import ControlPlane
+from .harness import absent, wait_for
 from .kubelet import TestKubelet
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -214,25 +214,6 @@ class Runner:
                 cfg.uninstall(parsed.release)  # raises if there is no such release
         finally:
             cfg.close()
-
-
-def wait_for(what: str, probe: Any, timeout: float = 60.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while not (result := probe()):
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(0.2)
-    return result
-
-
-def absent(read: Any) -> bool:
-    try:
-        read()
-    except ApiException as exc:
-        if exc.status == 404:
-            return True
-        raise
-    return False
 
 
 def crd_established(api: client.ApiClient) -> bool:
