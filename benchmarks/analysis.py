@@ -20,11 +20,12 @@ from datetime import UTC, datetime
 
 import requests
 
-from canaria.analysis import PrometheusTarget, classify, run_analysis
-from canaria.api import Metric, Verdict
-from canaria.localprom import LocalPrometheus, PrometheusNotFound
-from canaria.simulator import ModelServerSimulator
-from canaria.templating import render
+from canaria.core.api import Metric, Verdict
+from canaria.core.templating import render
+from canaria.core.verdicts import classify
+from canaria.providers.prometheus import PrometheusTarget, run_analysis
+from canaria.sandbox.localprom import LocalPrometheus, PrometheusNotFound
+from canaria.sandbox.simulator import ModelServerSimulator
 
 SELECTOR = 'service="{{service}}",version="{{version}}"'
 METRICS = [

@@ -31,9 +31,9 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from canaria.api import MetricResult, ModelDeploymentSpec, ModelDeploymentStatus, Phase, Verdict
-from canaria.engine import decide, split_replicas, template_hash
-from canaria.observations import AnalysisRun, Observations, WorkloadObservation
+from canaria.core.api import MetricResult, ModelDeploymentSpec, ModelDeploymentStatus, Phase, Verdict
+from canaria.core.engine import decide, split_replicas, template_hash
+from canaria.core.observations import AnalysisRun, Observations, WorkloadObservation
 
 TARGET_PER_SECOND = 20_000
 NOW = datetime(2026, 2, 14, 10, 0, tzinfo=UTC)

@@ -10,5 +10,5 @@ if ! command -v prometheus >/dev/null 2>&1; then
 fi
 [ -x .venv/bin/python ] || python3 -m venv .venv
 .venv/bin/pip install -q --upgrade pip
-.venv/bin/pip install -q -e ".[test,helm]"
+.venv/bin/pip install -q -e ".[test,helm,sandbox]"
 echo "Canaria is set up in .venv ($(.venv/bin/canaria --version 2>/dev/null || echo canaria))"

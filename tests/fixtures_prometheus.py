@@ -12,8 +12,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from canaria.localprom import LocalPrometheus, PrometheusNotFound
-from canaria.simulator import ModelServerSimulator
+from canaria.sandbox.localprom import LocalPrometheus, PrometheusNotFound
+from canaria.sandbox.simulator import ModelServerSimulator
 
 #: The service label every simulated series carries in tests.
 SIMULATED_SERVICE = "fraud"

@@ -18,7 +18,7 @@ import pytest
 from kubernetes.client.exceptions import ApiException
 
 from canaria import GROUP, PLURAL, VERSION
-from canaria.processes import OperatorProcess
+from canaria.sandbox.processes import OperatorProcess
 from tests.integration.harness import ModelDeployments, model_deployment, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]

@@ -19,8 +19,8 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from canaria import GROUP, PLURAL, VERSION
-from canaria.processes import OperatorProcess
-from canaria.rbac import rules as rbac_rules
+from canaria.kube.rbac import rules as rbac_rules
+from canaria.sandbox.processes import OperatorProcess
 
 from .controlplane import ControlPlane, missing_binaries
 from .harness import ModelDeployments, install_crd

@@ -25,7 +25,7 @@ from typing import Any
 
 import yaml
 
-from canaria.processes import die_with_parent, free_port
+from canaria.sandbox.processes import die_with_parent, free_port
 
 #: Binaries a full control plane needs; the controller manager is optional (``controllers=False``).
 REQUIRED_BINARIES: tuple[str, ...] = ("etcd", "kube-apiserver", "kube-controller-manager")

@@ -1,6 +1,6 @@
 """Running the real operator (`canaria run`, a separate process) against the test control plane.
 
-The operator runs under a ServiceAccount token bound to exactly `canaria.rbac` — not as admin — so an
+The operator runs under a ServiceAccount token bound to exactly `canaria.kube.rbac` — not as admin — so an
 undeclared API call fails a test. It runs as a process so a test can kill it at any moment.
 """
 
@@ -17,7 +17,7 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from canaria import GROUP, PLURAL, VERSION
-from canaria.crd import custom_resource_definition
+from canaria.kube.crd import custom_resource_definition
 
 T = TypeVar("T")
 REPO = Path(__file__).resolve().parents[2]

@@ -21,11 +21,11 @@ from typing import Any
 
 import pytest
 
-from canaria.analysis import PrometheusTarget, run_analysis
-from canaria.api import Metric, Verdict
-from canaria.localprom import LocalPrometheus
-from canaria.observations import AnalysisRun
-from canaria.simulator import ModelServerSimulator
+from canaria.core.api import Metric, Verdict
+from canaria.core.observations import AnalysisRun
+from canaria.providers.prometheus import PrometheusTarget, run_analysis
+from canaria.sandbox.localprom import LocalPrometheus
+from canaria.sandbox.simulator import ModelServerSimulator
 from tests.fixtures_prometheus import SIMULATED_SERVICE
 
 pytestmark = pytest.mark.integration

@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 import yaml
 
-from canaria import cli
-from canaria.processes import OperatorProcess
+from canaria.cli import main as cli
+from canaria.sandbox.processes import OperatorProcess
 
 from .controlplane import ControlPlane
 from .harness import ModelDeployments, model_deployment, wait_for

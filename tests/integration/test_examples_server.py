@@ -10,7 +10,7 @@ import pytest
 from kubernetes.client.exceptions import ApiException
 from pydantic import ValidationError
 
-from canaria.api import ModelDeploymentSpec
+from canaria.core.api import ModelDeploymentSpec
 
 from .harness import REPO, ModelDeployments, load_example
 

@@ -24,7 +24,7 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
 from canaria import GROUP, PLURAL, VERSION, rbac
-from canaria.crd import render_crd
+from canaria.kube.crd import render_crd
 
 from .controlplane import ControlPlane, write_kubeconfig
 from .harness import absent, wait_for
@@ -49,7 +49,7 @@ def chart_cluster_role_name(release: str, namespace: str) -> str:
 
 
 def as_dicts(api: client.ApiClient, rules: list[Any] | None) -> list[dict[str, Any]]:
-    """RBAC rules as read from the API (V1PolicyRule) in the shape canaria.rbac declares them."""
+    """RBAC rules as read from the API (V1PolicyRule) in the shape canaria.kube.rbac declares them."""
     return [api.sanitize_for_serialization(rule) for rule in rules or []]
 
 
@@ -495,7 +495,8 @@ _EMPTY_PROPERTIES = "properties: {}" in render_crd()
 
 @pytest.mark.xfail(
     _EMPTY_PROPERTIES,
-    reason="canaria.crd emits `properties: {}`, which the API server drops: the stored CRD then differs from"
+    reason="canaria.kube.crd emits `properties: {}`, which the API server drops: the stored CRD then differs"
+    " from"
     " the applied one, so a second field manager (Helm, then kubectl/Argo CD/Flux) gets an SSA conflict on"
     " .spec.versions and GitOps diffs never settle",
     strict=True,

@@ -16,7 +16,7 @@ Deployment it created (the image cannot run here: there is no container runtime)
 - each verb of a rule with several, removed in turn, is reported the same way (so no verb is granted for
   nothing either).
 
-What removing each rule and each verb taught (and ``canaria.rbac`` now declares):
+What removing each rule and each verb taught (and ``canaria.kube.rbac`` now declares):
 
 - Removed because nothing used them: the whole ``events.k8s.io`` rule (Canaria and kopf post core/v1
   Events), ``get`` on ``modeldeployments/status`` (status is replaced, never read through the
@@ -53,7 +53,7 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from canaria import GROUP, PLURAL, VERSION, rbac
-from canaria.processes import OperatorProcess
+from canaria.sandbox.processes import OperatorProcess
 
 from .controlplane import ControlPlane, write_kubeconfig
 from .harness import ModelDeployments, install_crd, model_deployment, wait_for

@@ -10,10 +10,10 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from canaria import GROUP, PLURAL, VERSION
-from canaria.cluster import Cluster
-from canaria.processes import OperatorProcess
-from canaria.rbac import rules as rbac_rules
-from canaria.reconciler import Reconciler, Settings
+from canaria.kube.cluster import Cluster
+from canaria.kube.rbac import rules as rbac_rules
+from canaria.kube.reconciler import Reconciler, Settings
+from canaria.sandbox.processes import OperatorProcess
 
 from .controlplane import ControlPlane
 from .harness import ModelDeployments, model_deployment, wait_for

@@ -24,9 +24,9 @@ from typing import Any
 
 import pytest
 
-from canaria.localprom import LocalPrometheus, PrometheusNotFound
-from canaria.processes import OperatorProcess
-from canaria.simulator import ModelServerSimulator
+from canaria.sandbox.localprom import LocalPrometheus, PrometheusNotFound
+from canaria.sandbox.processes import OperatorProcess
+from canaria.sandbox.simulator import ModelServerSimulator
 from tests.fixtures_prometheus import SIMULATED_SERVICE
 
 from .controlplane import ControlPlane

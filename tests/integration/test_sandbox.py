@@ -26,9 +26,9 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
 from canaria import GROUP, PLURAL, VERSION
-from canaria.crd import custom_resource_definition
-from canaria.localprom import PrometheusNotFound, find_prometheus
+from canaria.kube.crd import custom_resource_definition
 from canaria.sandbox.emulator import EmulatorThread, write_kubeconfig
+from canaria.sandbox.localprom import PrometheusNotFound, find_prometheus
 from canaria.sandbox.story import builtin_bodies, shorten
 
 REPO = Path(__file__).resolve().parents[2]
@@ -81,7 +81,7 @@ def _wait_gone(text: str, timeout: float = 5.0) -> list[str]:
 def test_story_promotes_v2_and_reverts_v3_within_the_deadline(tmp_path: Path) -> None:
     started = time.monotonic()
     run = subprocess.run(
-        [sys.executable, "-m", "canaria.cli", "sandbox"],
+        [sys.executable, "-m", "canaria.cli.main", "sandbox"],
         cwd=REPO,
         env=_env(tmp_path),
         capture_output=True,
@@ -115,7 +115,7 @@ def test_story_promotes_v2_and_reverts_v3_within_the_deadline(tmp_path: Path) ->
 
 def test_missing_prometheus_is_a_clear_error(tmp_path: Path) -> None:
     run = subprocess.run(
-        [sys.executable, "-m", "canaria.cli", "sandbox"],
+        [sys.executable, "-m", "canaria.cli.main", "sandbox"],
         cwd=REPO,
         env=_env(tmp_path, CANARIA_PROMETHEUS_BINARY=str(tmp_path / "no-prometheus")),
         capture_output=True,
@@ -136,7 +136,7 @@ def test_keep_serves_a_kubeconfig_until_sigint(tmp_path: Path) -> None:
             [
                 sys.executable,
                 "-m",
-                "canaria.cli",
+                "canaria.cli.main",
                 "sandbox",
                 "--keep",
                 "--no-story",

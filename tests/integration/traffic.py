@@ -16,7 +16,7 @@ from types import TracebackType
 
 from kubernetes import client
 
-from canaria.simulator import ModelServerSimulator
+from canaria.sandbox.simulator import ModelServerSimulator
 
 log = logging.getLogger(__name__)
 

@@ -13,10 +13,11 @@ from typing import Any
 
 import pytest
 
-from canaria import analysis
-from canaria.analysis import PrometheusTarget, classify, run_analysis, target_from_spec, write_ca_bundle
-from canaria.api import Metric, MetricResult, PrometheusSpec, SecretKeyRef, Verdict
-from canaria.observations import AnalysisRun
+from canaria.core.api import Metric, MetricResult, PrometheusSpec, SecretKeyRef, Verdict
+from canaria.core.observations import AnalysisRun
+from canaria.core.verdicts import classify
+from canaria.providers import prometheus as analysis
+from canaria.providers.prometheus import PrometheusTarget, run_analysis, target_from_spec, write_ca_bundle
 
 NAN_REASON = "value is NaN (0/0: no traffic?)"
 PASS, FAIL, INCONCLUSIVE, ERROR = Verdict.PASS, Verdict.FAIL, Verdict.INCONCLUSIVE, Verdict.ERROR

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from canaria.api import (
+from canaria.core.api import (
     Metric,
     MetricResult,
     ModelDeployment,
@@ -18,8 +18,8 @@ from canaria.api import (
     Threshold,
     Verdict,
 )
-from canaria.durations import format_duration, parse_duration
-from canaria.templating import TEMPLATE_VARIABLES, check_template, render, template_variables
+from canaria.core.durations import format_duration, parse_duration
+from canaria.core.templating import TEMPLATE_VARIABLES, check_template, render, template_variables
 
 from .world import base_spec
 

@@ -24,7 +24,7 @@ import pytest
 import yaml
 
 from canaria import GROUP, KIND, PLURAL, VERSION
-from canaria.crd import custom_resource_definition, openapi_schema, render_crd
+from canaria.kube.crd import custom_resource_definition, openapi_schema, render_crd
 
 from .world import base_spec
 

@@ -14,8 +14,9 @@ import yaml
 from kubernetes.client.exceptions import ApiException
 from rich.console import Console
 
-from canaria import cli, ctl
-from canaria.commands import COMMAND_ANNOTATION, new_command, parse_command
+from canaria.cli import ctl
+from canaria.cli import main as cli
+from canaria.core.commands import COMMAND_ANNOTATION, new_command, parse_command
 
 NOW = datetime(2026, 1, 15, 12, 0, 0, tzinfo=UTC)
 UID = "0a1b2c3d-0000-4000-8000-000000000000"

@@ -17,9 +17,9 @@ from typing import Any
 
 import pytest
 
-from canaria.api import Metric, ModelDeploymentStatus, Phase, Verdict
-from canaria.commands import Command
-from canaria.engine import (
+from canaria.core.api import Metric, ModelDeploymentStatus, Phase, Verdict
+from canaria.core.commands import Command
+from canaria.core.engine import (
     ApplyService,
     ApplyWorkload,
     DeleteWorkload,
@@ -31,7 +31,7 @@ from canaria.engine import (
     split_replicas,
     template_hash,
 )
-from canaria.observations import AnalysisRun, Observations, WorkloadObservation
+from canaria.core.observations import AnalysisRun, Observations, WorkloadObservation
 
 from .world import BAD, ERROR, GOOD, NO_DATA, T0, World, healthy_world
 

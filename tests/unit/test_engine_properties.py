@@ -27,9 +27,9 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from canaria.api import ModelDeploymentStatus, Phase, Verdict
-from canaria.commands import ACTIONS
-from canaria.engine import (
+from canaria.core.api import ModelDeploymentStatus, Phase, Verdict
+from canaria.core.commands import ACTIONS
+from canaria.core.engine import (
     ApplyService,
     ApplyWorkload,
     Decision,
@@ -40,7 +40,7 @@ from canaria.engine import (
     decide,
     split_replicas,
 )
-from canaria.observations import Observations, WorkloadObservation
+from canaria.core.observations import Observations, WorkloadObservation
 
 from .world import BAD, ERROR, GOOD, NO_DATA, World
 

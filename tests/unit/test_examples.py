@@ -14,10 +14,10 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
-from canaria.api import Metric, ModelDeployment, ModelDeploymentSpec, ModelDeploymentStatus
-from canaria.commands import CHANGE_REASON_ANNOTATION
-from canaria.engine import analysis_variables
-from canaria.templating import render
+from canaria.core.api import Metric, ModelDeployment, ModelDeploymentSpec, ModelDeploymentStatus
+from canaria.core.commands import CHANGE_REASON_ANNOTATION
+from canaria.core.engine import analysis_variables
+from canaria.core.templating import render
 
 from .test_crd import cel_errors, schema_errors, validate
 from .world import World

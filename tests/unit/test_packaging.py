@@ -24,8 +24,8 @@ import yaml
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-from canaria import rbac
-from canaria.crd import render_crd
+from canaria.kube import rbac
+from canaria.kube.crd import render_crd
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "canaria"
@@ -483,7 +483,7 @@ def test_values_schema_rejects(helm: ModuleType, values: dict[str, Any]) -> None
 
 def test_chart_args_are_accepted_by_canaria_run(helm: ModuleType) -> None:
     """The arguments the chart passes parse with the real command line, to the intended settings."""
-    cli = pytest.importorskip("canaria.cli", reason="canaria.cli not available")
+    cli = pytest.importorskip("canaria.cli.main", reason="canaria.cli.main not available")
     run = cli.build_parser()
     defaults = run.parse_args(["run", *container_args(one(render(helm), "Deployment"))])
     assert defaults.namespace is None and defaults.all_namespaces

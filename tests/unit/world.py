@@ -24,15 +24,15 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from canaria.api import (
+from canaria.core.api import (
     Metric,
     MetricResult,
     ModelDeploymentSpec,
     ModelDeploymentStatus,
     Verdict,
 )
-from canaria.commands import Command
-from canaria.engine import (
+from canaria.core.commands import Command
+from canaria.core.engine import (
     ApplyService,
     ApplyWorkload,
     Decision,
@@ -43,7 +43,7 @@ from canaria.engine import (
     analysis_due,
     decide,
 )
-from canaria.observations import AnalysisRun, Observations, WorkloadObservation
+from canaria.core.observations import AnalysisRun, Observations, WorkloadObservation
 
 T0 = datetime(2026, 1, 15, 9, 0, tzinfo=UTC)
 

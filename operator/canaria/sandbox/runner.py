@@ -1,8 +1,8 @@
 """The sandbox's moving parts, started and stopped in order, all on 127.0.0.1.
 
-1. simulated model servers (`canaria.simulator`), one per ModelDeployment, whose traffic per version
+1. simulated model servers (`canaria.sandbox.simulator`), one per ModelDeployment, whose traffic per version
    follows the ready replicas of that version's Deployment, as one Service over every version would;
-2. a local Prometheus (`canaria.localprom`, Debian's ``prometheus``) scraping them every second;
+2. a local Prometheus (`canaria.sandbox.localprom`, Debian's ``prometheus``) scraping them every second;
 3. the Kubernetes emulator (`emulator.SandboxEmulator` behind kmock's HTTP server) with the CRD installed;
 4. the real operator: ``canaria run --kubeconfig <sandbox kubeconfig>`` as a child process.
 
@@ -33,10 +33,17 @@ from rich.table import Table
 from rich.text import Text
 
 from canaria import GROUP, PLURAL
-from canaria.crd import custom_resource_definition
-from canaria.localprom import LocalPrometheus, PrometheusNotFound, PrometheusStartError, find_prometheus
-from canaria.processes import OperatorProcess
+from canaria.kube.crd import custom_resource_definition
+from canaria.kube.workloads import MD_LABEL, VERSION_LABEL
 from canaria.sandbox.emulator import DEPLOYMENTS, EmulatorThread, write_kubeconfig
+from canaria.sandbox.localprom import (
+    LocalPrometheus,
+    PrometheusNotFound,
+    PrometheusStartError,
+    find_prometheus,
+)
+from canaria.sandbox.processes import OperatorProcess
+from canaria.sandbox.simulator import ModelServerSimulator
 from canaria.sandbox.story import (
     RATE_WINDOW,
     Script,
@@ -45,8 +52,6 @@ from canaria.sandbox.story import (
     render_audit_trail,
     render_summary,
 )
-from canaria.simulator import ModelServerSimulator
-from canaria.workloads import MD_LABEL, VERSION_LABEL
 
 log = logging.getLogger("canaria.sandbox")
 

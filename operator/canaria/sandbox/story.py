@@ -35,8 +35,8 @@ from rich.table import Table
 from rich.text import Text
 
 from canaria import GROUP, KIND, PLURAL, VERSION
-from canaria.api import ModelDeployment
-from canaria.durations import parse_duration
+from canaria.core.api import ModelDeployment
+from canaria.core.durations import parse_duration
 
 FIELD_MANAGER = "sandbox-story"
 EXAMPLE_FILES = ("01-first-deployment.yaml", "02-canary-upgrade.yaml", "03-bad-version.yaml")

@@ -11,7 +11,7 @@ import json
 from typing import Any
 
 from canaria import GROUP, KIND, VERSION
-from canaria.api import Lineage, ModelDeploymentSpec
+from canaria.core.api import Lineage, ModelDeploymentSpec
 
 MD_LABEL = f"{GROUP}/model-deployment"
 VERSION_LABEL = f"{GROUP}/version"

@@ -20,11 +20,11 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from canaria import GROUP, KIND, PLURAL, VERSION
-from canaria.api import ModelDeployment, SecretKeyRef
-from canaria.commands import CHANGE_REASON_ANNOTATION, Command, parse_command
-from canaria.engine import ApplyService, ApplyWorkload, DeleteWorkload, EmitEvent, ScaleWorkload
-from canaria.observations import Observations, WorkloadObservation
-from canaria.workloads import (
+from canaria.core.actions import ApplyService, ApplyWorkload, DeleteWorkload, EmitEvent, ScaleWorkload
+from canaria.core.api import ModelDeployment, SecretKeyRef
+from canaria.core.commands import CHANGE_REASON_ANNOTATION, Command, parse_command
+from canaria.core.observations import Observations, WorkloadObservation
+from canaria.kube.workloads import (
     FIELD_MANAGER,
     MD_LABEL,
     TEMPLATE_HASH_ANNOTATION,
@@ -34,7 +34,7 @@ from canaria.workloads import (
     service_manifest,
 )
 
-log = logging.getLogger("canaria.cluster")
+log = logging.getLogger("canaria.kube.cluster")
 T = TypeVar("T")
 APPLY = "application/apply-patch+yaml"
 

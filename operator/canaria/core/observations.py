@@ -9,8 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from canaria.api import MetricResult, Verdict
-from canaria.commands import Command
+from canaria.core.api import MetricResult, Verdict
+from canaria.core.commands import Command
 
 
 @dataclass(frozen=True)

@@ -35,7 +35,7 @@ from typing import Any
 import requests
 import yaml
 
-from canaria.processes import die_with_parent, free_port
+from canaria.sandbox.processes import die_with_parent, free_port
 
 INSTALL_HINT = "apt-get install -y prometheus"
 BINARY_ENV = "CANARIA_PROMETHEUS_BINARY"

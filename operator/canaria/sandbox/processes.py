@@ -62,7 +62,7 @@ class OperatorProcess:
         command = [
             sys.executable,
             "-m",
-            "canaria.cli",
+            "canaria.cli.main",
             "run",
             *self.args,
             "--kubeconfig",

@@ -17,14 +17,15 @@ from typing import Any
 from kubernetes.client.exceptions import ApiException
 from pydantic import ValidationError
 
-from canaria import analysis as prometheus_analysis
-from canaria import metrics
-from canaria.api import MetricResult, ModelDeployment, Verdict
-from canaria.cluster import Cluster, Conflict
-from canaria.engine import ApplyWorkload, Decision, EmitEvent, analysis_due, analysis_variables, decide
-from canaria.observations import AnalysisRun
+from canaria.core.actions import ApplyWorkload, Decision, EmitEvent
+from canaria.core.api import MetricResult, ModelDeployment, Verdict
+from canaria.core.engine import analysis_due, analysis_variables, decide
+from canaria.core.observations import AnalysisRun
+from canaria.kube import telemetry as metrics
+from canaria.kube.cluster import Cluster, Conflict
+from canaria.providers import prometheus as prometheus_analysis
 
-log = logging.getLogger("canaria.reconciler")
+log = logging.getLogger("canaria.kube.reconciler")
 
 MAX_CONFLICT_RETRIES = 5
 

@@ -35,8 +35,8 @@ from rich.table import Table
 from rich.text import Text
 
 from canaria import GROUP, KIND, PLURAL, VERSION
-from canaria.commands import CHANGE_REASON_ANNOTATION, COMMAND_ANNOTATION, new_command, parse_command
-from canaria.durations import format_duration, parse_duration
+from canaria.core.commands import CHANGE_REASON_ANNOTATION, COMMAND_ANNOTATION, new_command, parse_command
+from canaria.core.durations import format_duration, parse_duration
 
 RESOURCE = f"{PLURAL}.{GROUP}"
 IN_ROLLOUT = ("Progressing", "Paused", "Baking")

@@ -11,40 +11,31 @@ import yaml
 
 
 def _run(args: argparse.Namespace) -> int:
-    import kopf
-    from prometheus_client import start_http_server
+    from canaria.kube.operator import RunOptions, run
 
-    from canaria import handlers, metrics
-    from canaria.reconciler import Settings
-
-    kopf.configure(
-        verbose=args.verbose,
-        log_format={"plain": kopf.LogFormat.PLAIN, "json": kopf.LogFormat.JSON}[args.log_format],
+    return run(
+        RunOptions(
+            namespaces=tuple(args.namespace or ()),
+            prometheus_address=args.prometheus_address,
+            kubeconfig=args.kubeconfig,
+            liveness_port=args.liveness_port,
+            metrics_port=args.metrics_port,
+            bind_address=args.bind_address,
+            log_format=args.log_format,
+            verbose=args.verbose,
+        )
     )
-    handlers.configure(Settings(prometheus_address=args.prometheus_address), args.kubeconfig)
-    if args.metrics_port:
-        start_http_server(args.metrics_port, addr=args.bind_address)
-    metrics.UP.set(1)
-    liveness = f"http://{args.bind_address}:{args.liveness_port}/healthz" if args.liveness_port else None
-    namespaces = args.namespace or []
-    kopf.run(
-        standalone=True,
-        clusterwide=not namespaces,
-        namespaces=namespaces,
-        liveness_endpoint=liveness,
-    )
-    return 0
 
 
 def _crd(_: argparse.Namespace) -> int:
-    from canaria.crd import render_crd
+    from canaria.kube.crd import render_crd
 
     sys.stdout.write(render_crd())
     return 0
 
 
 def _rbac(_: argparse.Namespace) -> int:
-    from canaria.rbac import PERMISSIONS
+    from canaria.kube.rbac import PERMISSIONS
 
     rows = [
         {"apiGroup": p.group, "resource": p.resource, "verbs": list(p.verbs), "why": p.why}
@@ -64,7 +55,7 @@ def _version() -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from canaria import ctl
+    from canaria.cli import ctl, sandbox
 
     parser = argparse.ArgumentParser(
         prog=ctl.prog_name(),
@@ -128,9 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
     rbac = commands.add_parser("rbac", help="print the permissions the operator needs, and why")
     rbac.set_defaults(func=_rbac)
     ctl.add_commands(commands)
-    from canaria.sandbox import add_parser as add_sandbox_parser
-
-    add_sandbox_parser(commands)
+    sandbox.add_parser(commands)
     return parser
 
 

@@ -18,13 +18,13 @@ import kopf
 from kubernetes import client, config
 
 from canaria import GROUP, PLURAL, VERSION
-from canaria.cluster import Forbidden, NamespaceTerminating
-from canaria.commands import COMMAND_ANNOTATION
-from canaria.metrics import RECONCILE_ERRORS
-from canaria.reconciler import Reconciler, Settings
-from canaria.workloads import MD_LABEL
+from canaria.core.commands import COMMAND_ANNOTATION
+from canaria.kube.cluster import Forbidden, NamespaceTerminating
+from canaria.kube.reconciler import Reconciler, Settings
+from canaria.kube.telemetry import RECONCILE_ERRORS
+from canaria.kube.workloads import MD_LABEL
 
-log = logging.getLogger("canaria.handlers")
+log = logging.getLogger("canaria.kube.handlers")
 
 RESYNC_SECONDS = 60.0  # upper bound on sleep when nothing is scheduled: catches missed events
 ERROR_BACKOFF = (1.0, 2.0, 5.0, 10.0, 30.0)
@@ -45,7 +45,7 @@ Runtime = _Runtime()
 
 def configure(settings: Settings, kubeconfig: str | None) -> None:
     """Build the API client once; kopf logs in the same way (see `login`)."""
-    from canaria.cluster import Cluster
+    from canaria.kube.cluster import Cluster
 
     if kubeconfig:
         api = config.new_client_from_config(config_file=kubeconfig)

@@ -17,11 +17,20 @@ import json
 import math
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Literal, TypeVar
+from typing import TypeVar
 
 from pydantic import BaseModel
 
-from canaria.api import (
+from canaria.core.actions import (
+    Action,
+    ApplyService,
+    ApplyWorkload,
+    Decision,
+    DeleteWorkload,
+    EmitEvent,
+    ScaleWorkload,
+)
+from canaria.core.api import (
     HISTORY_LIMIT,
     AnalysisStatus,
     CanaryStatus,
@@ -37,69 +46,9 @@ from canaria.api import (
     Verdict,
     VersionRef,
 )
-from canaria.commands import Command
-from canaria.durations import format_duration
-from canaria.observations import AnalysisRun, Observations
-
-# ------------------------------------------------------------------------------------------ actions
-
-
-@dataclass(frozen=True)
-class EmitEvent:
-    """A Kubernetes Event on the ModelDeployment. `key` makes its name unique and stable, so posting
-    it twice (after a crash between the post and the status patch) is a no-op."""
-
-    type: Literal["Normal", "Warning"]
-    reason: str
-    message: str
-    key: str
-    version: str | None = None
-
-
-@dataclass(frozen=True)
-class ApplyWorkload:
-    """Create or update the Deployment of one model version."""
-
-    version: str
-    uri: str
-    replicas: int
-    template_hash: str
-
-
-@dataclass(frozen=True)
-class ScaleWorkload:
-    """Change only the replicas of a version the spec no longer names (stable during a canary, the last
-    known good during a bake): it keeps the template it was deployed with, so a canary's new image never
-    reaches it and a revert restores exactly what served before."""
-
-    version: str
-    replicas: int
-
-
-@dataclass(frozen=True)
-class DeleteWorkload:
-    """Remove the Deployment of a version that has no role any more."""
-
-    version: str
-
-
-@dataclass(frozen=True)
-class ApplyService:
-    """Create or update the Service that selects every version of the model."""
-
-    port: int
-    target_port: int
-
-
-Action = EmitEvent | ApplyWorkload | ScaleWorkload | DeleteWorkload | ApplyService
-
-
-@dataclass(frozen=True)
-class Decision:
-    status: ModelDeploymentStatus
-    actions: tuple[Action, ...]
-    requeue_after: float | None  # seconds until time alone would change the decision; None: wait for events
-
+from canaria.core.commands import Command
+from canaria.core.durations import format_duration
+from canaria.core.observations import AnalysisRun, Observations
 
 # ------------------------------------------------------------------------------------- pure helpers
 

@@ -22,10 +22,9 @@ hook, so the reason we record is Prometheus' own ``errorType: error`` text.
 from __future__ import annotations
 
 import hashlib
-import math
 import os
 import tempfile
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -35,10 +34,11 @@ import requests
 from prometheus_api_client import PrometheusApiClientException, PrometheusConnect
 from urllib3.util.retry import Retry
 
-from canaria.api import Metric, MetricResult, PrometheusSpec, SecretKeyRef, Verdict
-from canaria.durations import parse_duration
-from canaria.observations import AnalysisRun
-from canaria.templating import render
+from canaria.core.api import Metric, MetricResult, PrometheusSpec, SecretKeyRef, Verdict
+from canaria.core.durations import parse_duration
+from canaria.core.observations import AnalysisRun
+from canaria.core.templating import render
+from canaria.core.verdicts import classify, result
 
 #: Statuses in the 4xx range that are about load or patience, not about the query: retry at the next run.
 TRANSIENT_CLIENT_STATUSES: frozenset[int] = frozenset({408, 429})
@@ -47,13 +47,6 @@ TRANSIENT_CLIENT_STATUSES: frozenset[int] = frozenset({408, 429})
 #: query usually ends with Prometheus' own "query timed out" answer (which also stops the evaluation
 #: server-side) rather than a bare socket timeout.
 CLIENT_TIMEOUT_MARGIN = 0.5
-
-_AGGREGATES: dict[str, Callable[[Sequence[float]], float]] = {
-    "sum": math.fsum,
-    "avg": lambda values: math.fsum(values) / len(values),
-    "min": min,
-    "max": max,
-}
 
 
 # ------------------------------------------------------------------------------------------- target
@@ -133,82 +126,6 @@ def write_ca_bundle(pem: str, directory: str | os.PathLike[str] | None = None) -
             out.write(pem)
         os.replace(tmp, path)
     return path
-
-
-# ----------------------------------------------------------------------------------- classification
-
-
-def _result(metric: Metric, verdict: Verdict, *, query: str, at: datetime, **extra: Any) -> MetricResult:
-    return MetricResult(
-        name=metric.name,
-        verdict=verdict,
-        min=metric.min,
-        max=metric.max,
-        query=query,
-        dry_run=metric.dry_run,
-        at=at,
-        **extra,
-    )
-
-
-def _sample_values(samples: Any) -> list[str] | str:
-    """The raw sample values of an instant-query result, or a reason string when it has none usable.
-
-    Accepts the ``data.result`` of a vector (list of ``{"metric", "value": [ts, "v"]}``) or of a scalar
-    (``[ts, "v"]``). A range vector (``"values"``) cannot be compared with a bound and is reported.
-    """
-    if isinstance(samples, Sequence) and len(samples) == 2 and not isinstance(samples[0], Mapping):
-        return [str(samples[1])]  # scalar result: [timestamp, "value"]
-    values: list[str] = []
-    for sample in samples:
-        if not isinstance(sample, Mapping):
-            return f"unexpected result element {sample!r}"
-        if "value" in sample:
-            values.append(str(sample["value"][1]))
-        elif "values" in sample:
-            return "query returns a range vector; wrap it in a function such as rate() or avg_over_time()"
-        else:
-            return f"unexpected result element {sample!r}"
-    return values
-
-
-def classify(metric: Metric, samples: Iterable[Any], *, query: str, at: datetime) -> MetricResult:
-    """Turn an instant-query result into a verdict against the metric's bounds. Pure.
-
-    Bounds are inclusive (a value equal to ``max`` passes). No data and non-finite values are
-    Inconclusive, never Pass: an error-rate query divides by traffic, and 0/0 = NaN is what a canary that
-    serves nothing looks like.
-    """
-    raw = _sample_values(samples if isinstance(samples, Sequence) else list(samples))
-    if isinstance(raw, str):
-        return _result(metric, Verdict.ERROR, query=query, at=at, reason=raw)
-    if not raw:
-        return _result(metric, Verdict.INCONCLUSIVE, query=query, at=at, reason="no data")
-    try:
-        values = [float(v) for v in raw]
-    except ValueError:
-        return _result(metric, Verdict.ERROR, query=query, at=at, reason=f"not a number: {raw!r}")
-    if len(values) > 1 and metric.aggregate is None:
-        return _result(
-            metric,
-            Verdict.ERROR,
-            query=query,
-            at=at,
-            reason=f"{len(values)} series; set aggregate (sum, avg, min or max) or narrow the query",
-        )
-    non_finite = [v for v in values if not math.isfinite(v)]
-    if non_finite:
-        first = non_finite[0]
-        shown = "NaN" if math.isnan(first) else ("+Inf" if first > 0 else "-Inf")
-        where = f" in 1 of {len(values)} series" if len(values) > 1 else ""
-        hint = " (0/0: no traffic?)" if shown == "NaN" else ""
-        return _result(
-            metric, Verdict.INCONCLUSIVE, query=query, at=at, reason=f"value is {shown}{where}{hint}"
-        )
-    value = values[0] if len(values) == 1 else _AGGREGATES[metric.aggregate or "sum"](values)
-    verdict = Verdict.PASS if metric.verdict(value) else Verdict.FAIL
-    reason = f"{metric.aggregate} of {len(values)} series" if len(values) > 1 else None
-    return _result(metric, verdict, query=query, at=at, value=value, reason=reason)
 
 
 # ------------------------------------------------------------------------------------------- runner
@@ -340,12 +257,12 @@ def run_analysis(
                 query = render(metric.query, variables)
             except ValueError as error:
                 results.append(
-                    _result(metric, Verdict.ERROR, query=metric.query, at=now, reason=f"template: {error}")
+                    result(metric, Verdict.ERROR, query=metric.query, at=now, reason=f"template: {error}")
                 )
                 continue
             answer = client.query(query, now)
             if isinstance(answer, _Failure):
-                results.append(_result(metric, answer.verdict, query=query, at=now, reason=answer.reason))
+                results.append(result(metric, answer.verdict, query=query, at=now, reason=answer.reason))
             else:
                 results.append(classify(metric, answer, query=query, at=now))
     finally:

@@ -1,7 +1,7 @@
 """The ModelDeployment API: what users write (spec) and what Canaria reports (status).
 
 These pydantic models are the single source of truth: the CRD's openAPIV3Schema (with its descriptions
-and CEL rules) is generated from them by `canaria.crd`, and the operator parses every resource through
+and CEL rules) is generated from them by `canaria.kube.crd`, and the operator parses every resource through
 them, so the API server and the operator reject the same input with the same words.
 """
 
@@ -16,8 +16,8 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
-from canaria.durations import DURATION_PATTERN, parse_duration
-from canaria.templating import TEMPLATE_VARIABLES, check_template
+from canaria.core.durations import DURATION_PATTERN, parse_duration
+from canaria.core.templating import TEMPLATE_VARIABLES, check_template
 
 DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 HISTORY_LIMIT = 50
@@ -26,7 +26,7 @@ MAX_METRICS = 20
 
 # A query may contain "{" (PromQL label matchers) but every "{{" must open a documented variable.
 # RE2 has no look-ahead, so the rule is spelled as "each character is plain, a lone brace, or a whole
-# placeholder"; the operator's own check (canaria.templating) names the offending variable.
+# placeholder"; the operator's own check (canaria.core.templating) names the offending variable.
 QUERY_TEMPLATE_RE = r"^([^{]|\{([^{]|$)|\{\{\s*(" + "|".join(TEMPLATE_VARIABLES) + r")\s*\}\})*$"
 
 
