@@ -23,7 +23,8 @@ import yaml
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
-from canaria import GROUP, PLURAL, VERSION, rbac
+from canaria import GROUP, PLURAL, VERSION
+from canaria.kube import rbac
 from canaria.kube.crd import render_crd
 
 from .controlplane import ControlPlane, write_kubeconfig

@@ -32,7 +32,8 @@ import yaml
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from canaria import GROUP, PLURAL, rbac
+from canaria import GROUP, PLURAL
+from canaria.kube import rbac
 
 from .controlplane import ControlPlane
 from .harness import absent, wait_for

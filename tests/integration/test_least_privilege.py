@@ -52,7 +52,8 @@ import yaml
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from canaria import GROUP, PLURAL, VERSION, rbac
+from canaria import GROUP, PLURAL, VERSION
+from canaria.kube import rbac
 from canaria.sandbox.processes import OperatorProcess
 
 from .controlplane import ControlPlane, write_kubeconfig
