@@ -55,7 +55,7 @@ def _version() -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from canaria.cli import ctl, sandbox
+    from canaria.cli import backtest, ctl, sandbox
 
     parser = argparse.ArgumentParser(
         prog=ctl.prog_name(),
@@ -119,6 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
     rbac = commands.add_parser("rbac", help="print the permissions the operator needs, and why")
     rbac.set_defaults(func=_rbac)
     ctl.add_commands(commands)
+    backtest.add_parser(commands)
     sandbox.add_parser(commands)
     return parser
 
