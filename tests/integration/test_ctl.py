@@ -78,7 +78,7 @@ def test_promote_pause_resume_rollback_with_status_list_history(
     mds.wait_phase("fraud", "Healthy", stable="v1", lastKnownGood="v1")
 
     # errors: nothing in progress, nothing to roll back to, unknown names and versions
-    assert ctl.fails("promote", "fraud") == "error: no rollout in progress: fraud is Healthy, serving v1"
+    assert ctl.fails("promote", "fraud") == "error: fraud: no rollout in progress (Healthy, serving v1)"
     assert ctl.fails("rollback", "fraud").startswith(
         "error: nothing to roll back to: v1 is the last known good"
     )
@@ -115,7 +115,7 @@ def test_promote_pause_resume_rollback_with_status_list_history(
     paused = history_entry(mds, "fraud", "Paused")
     assert paused["user"] == "alice" and "checking dashboards" in paused["message"]
     assert "resume it first" in ctl.fails("promote", "fraud")
-    assert ctl.fails("pause", "fraud") == "error: fraud is already paused by a command"
+    assert ctl.fails("pause", "fraud") == "error: fraud: already paused by a command"
     assert "→ resumed; phase Progressing" in ctl.ok("resume", "fraud", "--user", "alice", "--wait")
     assert mds.status("fraud")["phase"] == "Progressing"
 
@@ -224,8 +224,8 @@ def test_abort_retry_and_forbidden(
     assert (
         "rejected" in out and "next: reverted: spec still names v2" in out and "`canaria retry fraud`" in out
     )
-    assert ctl.fails("resume", "fraud") == "error: nothing paused: fraud is Reverted, serving v1"
-    assert ctl.fails("abort", "fraud") == "error: no rollout in progress: fraud is Reverted, serving v1"
+    assert ctl.fails("resume", "fraud") == "error: fraud: nothing paused (Reverted, serving v1)"
+    assert ctl.fails("abort", "fraud") == "error: fraud: no rollout in progress (Reverted, serving v1)"
 
     # retry (user from the kubeconfig context): the rollout of v2 starts again
     out = ctl.ok("retry", "fraud", "--reason", "feature store fixed", "--wait")
@@ -236,7 +236,7 @@ def test_abort_retry_and_forbidden(
     assert status["lastCommand"]["user"].endswith("@admin")
     restarted = history_entry(mds, "fraud", "RolloutStarted")
     assert "(retry)" in restarted["message"] and restarted["user"].endswith("@admin")
-    assert ctl.fails("retry", "fraud") == "error: nothing rejected: fraud is Progressing, serving v1"
+    assert ctl.fails("retry", "fraud") == "error: fraud: nothing rejected (Progressing, serving v1)"
     trail = yaml.safe_load(ctl.ok("history", "fraud", "-o", "yaml"))
     assert [e["reason"] for e in trail][-3:] == ["StepAdvanced", "Aborted", "RolloutStarted"]
     assert trail[-2]["user"] == "bob" and trail[-2]["type"] == "Warning"

@@ -34,21 +34,15 @@ from canaria.core.engine import (
 from canaria.core.observations import AnalysisRun, Observations, WorkloadObservation
 
 from .world import BAD, ERROR, GOOD, NO_DATA, T0, World, healthy_world
+from .world import rolled_out_to as world_rolled_out_to
 
 OWNER = "fraud-team@example.com"
 REASON = "retrained on January data"
 
 
 def rolled_out_to(world: World, version: str, *, step: int, ready: bool = True) -> World:
-    """Release `version` and tick until its canary is at `step` (and ready there, unless ready=False)."""
-    world.release(version, change_reason=REASON)
-
-    def there(w: World) -> bool:
-        canary = w.status.canary
-        return canary is not None and canary.step == step and (not ready or canary.ready_at is not None)
-
-    world.run_until(there, step=5)
-    return world
+    """Release `version` (with a change reason) and tick until its canary is at `step`."""
+    return world_rolled_out_to(world, version, step=step, ready=ready, change_reason=REASON)
 
 
 def new_events(world: World, action: Callable[[], Any]) -> list[EmitEvent]:
@@ -1082,14 +1076,14 @@ def test_resume_command_while_spec_paused_stays_paused() -> None:
 @pytest.mark.parametrize(
     ("given", "action", "result"),
     [
-        (healthy_world, "pause", "ignored: nothing to do"),
-        (healthy_world, "resume", "ignored: nothing to do"),
-        (healthy_world, "abort", "ignored: nothing to do"),
-        (healthy_world, "promote", "ignored: nothing to do"),
-        (healthy_world, "retry", "ignored: nothing to do"),
-        (_reverted, "abort", "ignored: nothing to do"),
+        (healthy_world, "pause", "ignored: no rollout in progress (Healthy, serving v1)"),
+        (healthy_world, "resume", "ignored: nothing paused (Healthy, serving v1)"),
+        (healthy_world, "abort", "ignored: no rollout in progress (Healthy, serving v1)"),
+        (healthy_world, "promote", "ignored: no rollout in progress (Healthy, serving v1)"),
+        (healthy_world, "retry", "ignored: nothing rejected (Healthy, serving v1)"),
+        (_reverted, "abort", "ignored: no rollout in progress (Reverted, serving v1)"),
         (_reverted, "retry", "retrying v2"),
-        (_at_step(0), "retry", "ignored: nothing to do"),
+        (_at_step(0), "retry", "ignored: nothing rejected (Progressing, serving v1)"),
         (_at_step(0), "pause", "paused"),
         (_at_step(0), "abort", "aborted"),
     ],
@@ -1168,7 +1162,7 @@ def test_pause_during_a_first_deployment_is_ignored() -> None:
     world.tick()
     world.send("pause", id="p")
     world.tick(1)
-    assert world.status.last_command.result == "ignored: nothing to do"
+    assert world.status.last_command.result.startswith("ignored: no rollout in progress (Progressing")
     world.run_until(lambda w: w.phase == "Healthy")
     world.send("resume", id="r")
     world.tick(1)
@@ -1184,7 +1178,8 @@ def test_a_hold_ends_with_the_rollout_it_held() -> None:
     assert (world.phase, world.status.control_paused) == ("Healthy", None)
     world.send("resume", id="r")
     world.tick(1)
-    assert world.phase == "Healthy" and world.status.last_command.result == "ignored: nothing to do"
+    assert world.phase == "Healthy"
+    assert world.status.last_command.result == "ignored: nothing paused (Healthy, serving v2)"
 
 
 def test_a_hold_does_not_carry_over_to_the_next_version() -> None:

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from canaria import GROUP, KIND, VERSION
 from canaria.core.api import (
     Metric,
     MetricResult,
@@ -31,7 +32,7 @@ from canaria.core.api import (
     ModelDeploymentStatus,
     Verdict,
 )
-from canaria.core.commands import Command
+from canaria.core.commands import COMMAND_ANNOTATION, Command
 from canaria.core.engine import (
     ApplyService,
     ApplyWorkload,
@@ -49,6 +50,7 @@ T0 = datetime(2026, 1, 15, 9, 0, tzinfo=UTC)
 
 NAME = "fraud"
 NAMESPACE = "ml"
+UID = "0a1b2c3d-0000-4000-8000-000000000000"
 
 #: What a metric reads for a version: a number (classified against the bounds), None (no data), or a
 #: forced verdict (INCONCLUSIVE: NaN / Prometheus down; ERROR: the query can never pass).
@@ -383,6 +385,26 @@ class World:
 
     # -- views for assertions ----------------------------------------------------------------------
 
+    def body(self, annotations: dict[str, str] | None = None) -> dict[str, Any]:
+        """The resource as the API server returns it: the spec as written, the status as last stored, and
+        the command annotation when one was sent (or `annotations` as given)."""
+        if annotations is None:
+            annotations = {COMMAND_ANNOTATION: self.command.to_annotation()} if self.command else {}
+        return {
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": KIND,
+            "metadata": {
+                "name": NAME,
+                "namespace": NAMESPACE,
+                "uid": UID,
+                "generation": self.generation,
+                "creationTimestamp": T0.isoformat(),
+                "annotations": annotations,
+            },
+            "spec": self.spec.dump(),
+            "status": self.status.dump(),
+        }
+
     def replicas(self) -> dict[str, int]:
         """version → replicas of its Deployment."""
         return {v: w.replicas for v, w in sorted(self.workloads.items())}
@@ -418,6 +440,20 @@ class World:
     @property
     def lkg(self) -> str | None:
         return self.status.last_known_good.version if self.status.last_known_good else None
+
+
+def rolled_out_to(
+    world: World, version: str, *, step: int, ready: bool = True, change_reason: str | None = None
+) -> World:
+    """Release `version` and tick until its canary is at `step` (and ready there, unless ready=False)."""
+    world.release(version, change_reason=change_reason)
+
+    def there(w: World) -> bool:
+        canary = w.status.canary
+        return canary is not None and canary.step == step and (not ready or canary.ready_at is not None)
+
+    world.run_until(there, step=5)
+    return world
 
 
 def healthy_world(**spec_overrides: Any) -> World:

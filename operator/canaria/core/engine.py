@@ -254,72 +254,91 @@ def decide(
 # ---------------------------------------------------------------------------------------- commands
 
 
+def command_refusal(
+    action: str, spec: ModelDeploymentSpec, status: ModelDeploymentStatus, *, full: bool = False
+) -> str | None:
+    """Why a day-2 command would do nothing now, or None when it runs.
+
+    The one answer to "may this command run now": the engine records a refusal as the command's result
+    ("ignored: ..."), and `canaria <command>` refuses with the same words before writing anything."""
+    phase = status.phase.value if status.phase else "not reconciled yet"
+    where = phase + (f", serving {status.stable.version}" if status.stable else "")
+    if action in ("promote", "abort", "pause") and (
+        status.phase not in IN_ROLLOUT or analysed_version(status) is None
+    ):
+        return f"no rollout in progress ({where})"  # a first deployment has no steps to act on
+    if action == "pause" and status.control_paused:
+        return "already paused by a command"
+    if action == "promote" and not full and (spec.paused or status.control_paused):
+        by = "spec.paused" if spec.paused else "a pause command"
+        return f"paused by {by}: resume it first, then promote (or promote --full)"
+    if action == "resume" and not status.control_paused:
+        if spec.paused:
+            return "held by spec.paused, not by a command: set spec.paused to false"
+        return f"nothing paused ({where})"
+    if action == "retry":
+        if status.rejected is None:
+            return f"nothing rejected ({where})"
+        if status.rejected.version != spec.model.version:
+            return (
+                f"nothing to retry: the rejected version {status.rejected.version} is no longer named by "
+                f"the spec ({spec.model.version})"
+            )
+    return None
+
+
 def _handle_command(run: _Run) -> None:
     """Carry out a day-2 command once: its id is remembered in status.lastCommand."""
     command = run.obs.command
     status = run.status
     if command is None or _already_handled(status.last_command, command):
         return
-    user, why = command.user, command.reason
-    suffix = f": {why}" if why else ""
+    refusal = command_refusal(command.action, run.spec, status, full=command.full)
     record = _construct(
         CommandRecord,
         id=command.id,
         action=command.action,
-        user=user,
-        reason=why,
+        user=command.user,
+        reason=command.reason,
         at=run.now,
         issued_at=_issued_at(command),
-        result="ignored: nothing to do",
+        result=f"ignored: {refusal}",
     )
-    result = record.result
-    if command.action == "pause":
-        # only a canary or a bake can be held (a first deployment has no steps to hold)
-        if status.phase in IN_ROLLOUT and analysed_version(status) and not status.control_paused:
-            status.control_paused = True
-            result = "paused"
-            run.transition(
-                Phase.PAUSED,
-                "Paused",
-                f"{run.name} paused{suffix}",
-                version=analysed_version(status),
-                command=record,
-            )
-    elif command.action == "resume":
-        if status.control_paused:
-            status.control_paused = None
-            status.analysis = _replace(status.analysis, inconclusive=0)
-            held = " (spec.paused still holds it)" if run.spec.paused else ""
-            result = "resumed" + held
-            run.transition(
-                Phase.PAUSED if run.spec.paused else _running_phase(status),
-                "Resumed",
-                f"{run.name} resumed{held}{suffix}",
-                version=analysed_version(status),
-                command=record,
-            )
-    elif command.action == "abort":
-        if status.phase in IN_ROLLOUT and analysed_version(status):
-            _revert(run, "Aborted", f"aborted{suffix}", command=record)
-            result = "aborted"
-    elif command.action == "retry":
-        if status.rejected is not None and status.rejected.version == run.spec.model.version:
-            result = f"retrying {status.rejected.version}"
-            status.rejected = None
-            run.retry_by = user or "unknown"
-    elif command.action == "promote" and (status.canary is not None or status.bake_started_at is not None):
-        request = _construct(PromoteRequest, user=user, reason=why, full=command.full or None)
-        if status.canary is not None:
-            status.canary = _replace(status.canary, promote_request=request)
-            result = "promote requested: " + (
-                "to 100% once the canary is ready"
-                if command.full
-                else "ends the step once the canary is ready and an analysis run passes"
-            )
-        else:
-            run.promote = request
-            result = "bake ended early"
+    result = record.result if refusal is not None else _carry_out(run, command, record)
     status.last_command = _replace(record, result=result)
+
+
+def _carry_out(run: _Run, command: Command, record: CommandRecord) -> str:
+    """Do what a command that may run asks (see `command_refusal`); its result, for status.lastCommand."""
+    status = run.status
+    suffix = f": {command.reason}" if command.reason else ""
+    version = analysed_version(status)
+    if command.action == "pause":
+        status.control_paused = True
+        run.transition(Phase.PAUSED, "Paused", f"{run.name} paused{suffix}", version=version, command=record)
+        return "paused"
+    if command.action == "resume":
+        status.control_paused = None
+        status.analysis = _replace(status.analysis, inconclusive=0)
+        held = " (spec.paused still holds it)" if run.spec.paused else ""
+        phase = Phase.PAUSED if run.spec.paused else _running_phase(status)
+        run.transition(phase, "Resumed", f"{run.name} resumed{held}{suffix}", version=version, command=record)
+        return "resumed" + held
+    if command.action == "abort":
+        _revert(run, "Aborted", f"aborted{suffix}", command=record)
+        return "aborted"
+    if command.action == "retry":  # the rejected version is the one the spec names (command_refusal)
+        status.rejected = None
+        run.retry_by = command.user or "unknown"
+        return f"retrying {run.spec.model.version}"
+    request = _construct(PromoteRequest, user=command.user, reason=command.reason, full=command.full or None)
+    if status.canary is None:  # baking
+        run.promote = request
+        return "bake ended early"
+    status.canary = _replace(status.canary, promote_request=request)
+    if command.full:
+        return "promote requested: to 100% once the canary is ready"
+    return "promote requested: ends the step once the canary is ready and an analysis run passes"
 
 
 def _issued_at(command: Command) -> datetime | None:

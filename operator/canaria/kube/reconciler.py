@@ -21,6 +21,7 @@ from canaria.core.actions import ApplyWorkload, Decision, EmitEvent
 from canaria.core.api import MetricResult, ModelDeployment, Verdict
 from canaria.core.engine import analysis_due, analysis_variables, decide
 from canaria.core.observations import AnalysisRun
+from canaria.core.problems import describe_errors
 from canaria.kube import telemetry as metrics
 from canaria.kube.cluster import Cluster, Conflict
 from canaria.providers import prometheus as prometheus_analysis
@@ -121,9 +122,7 @@ class Reconciler:
 
     def _report_invalid(self, body: dict[str, Any], exc: ValidationError) -> None:
         """A spec the operator cannot read (e.g. applied with validation off): say so, touch nothing."""
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors(include_url=False)
-        )
+        problems = describe_errors(exc)
         generation = body["metadata"].get("generation") or 0
         status = dict(body.get("status") or {})
         message = f"spec rejected, nothing changed: {problems}"

@@ -1,0 +1,29 @@
+"""Validation errors in the user's words: field path, then what is wrong, without the library's phrasing.
+
+pydantic says "Value error, min must not exceed max" and "Extra inputs are not permitted"; a person
+reading `kubectl describe` or `canaria status` should read "spec.rollout.steps.0: min must not exceed max"
+and "spec.rollout.stpes: unknown field". The operator's status, its Events and the CLI use this one text.
+"""
+
+from __future__ import annotations
+
+from pydantic import ValidationError
+
+#: pydantic's words → ours (by error type; anything else keeps its message without the library prefix)
+_WORDS = {
+    "extra_forbidden": "unknown field",
+    "missing": "required",
+}
+_PREFIXES = ("Value error, ", "Assertion failed, ")
+
+
+def describe_errors(exc: ValidationError, prefix: str = "") -> str:
+    """ "spec.model.version: required; spec.rollout.steps: step weights must be strictly increasing"."""
+    problems = []
+    for error in exc.errors(include_url=False):
+        path = ".".join(str(part) for part in (prefix, *error["loc"]) if part != "")
+        message = _WORDS.get(error["type"]) or str(error["msg"])
+        for known in _PREFIXES:
+            message = message.removeprefix(known)
+        problems.append(f"{path}: {message}" if path else message)
+    return "; ".join(problems)
