@@ -201,7 +201,7 @@ def test_min_must_not_exceed_max() -> None:
 
 
 def test_a_gate_needs_min_or_max() -> None:
-    assert_rejected(base_spec(gates=[{"metric": "auc"}]), "gates.0", "set min, max or both")
+    assert_rejected(base_spec(gates=[{"metric": "auc"}]), "gates.0", "set min, max, minDelta or maxDelta")
 
 
 def test_metric_names_are_unique_dns_labels() -> None:

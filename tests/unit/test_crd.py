@@ -212,7 +212,7 @@ def test_schema_is_structural() -> None:
 
 def test_only_maps_use_additional_properties() -> None:
     maps = [path for path, node in nodes(openapi_schema()) if "additionalProperties" in node]
-    assert maps == [".spec.model.evaluation"]
+    assert maps == [".spec.model.evaluation", ".status.evaluations[].evaluation"]
 
 
 def test_every_field_is_described_for_kubectl_explain() -> None:

@@ -156,9 +156,49 @@ def describe_bounds(low: float | None, high: float | None) -> str:
 
 
 class Gate(Threshold):
-    """A pre-deploy check on the candidate's offline evaluation: it must hold before traffic moves."""
+    """A pre-deploy check on the candidate's offline evaluation: it must hold before traffic moves.
 
-    metric: str = Field(description="Key in spec.model.evaluation.", min_length=1)
+    min/max bound the candidate's value; minDelta/maxDelta bound its difference from the value recorded
+    for the version serving now (candidate - serving), so a candidate must beat production."""
+
+    model_config = ConfigDict(
+        json_schema_extra=validations(
+            cel(
+                "has(self.min) || has(self.max) || has(self.minDelta) || has(self.maxDelta)",
+                "set min, max, minDelta or maxDelta",
+            ),
+            THRESHOLD_RULES[1],
+            cel(
+                "!has(self.minDelta) || !has(self.maxDelta) || self.minDelta <= self.maxDelta",
+                "minDelta must not exceed maxDelta",
+            ),
+        )
+    )
+
+    metric: str = Field(
+        description="Key in spec.model.evaluation; a key may name a slice, <metric>@<slice>.",
+        min_length=1,
+        max_length=253,
+    )
+    min_delta: float | None = Field(
+        None, description="Lowest acceptable (candidate - serving version's recorded value), e.g. 0 for auc."
+    )
+    max_delta: float | None = Field(
+        None, description="Highest acceptable (candidate - serving version's recorded value), e.g. 10 for ms."
+    )
+    slices: bool | None = Field(
+        None, description="Also hold every slice of the metric (keys <metric>@<slice>) to these bounds."
+    )
+
+    @model_validator(mode="after")
+    def _bounds(self) -> Gate:
+        if all(b is None for b in (self.min, self.max, self.min_delta, self.max_delta)):
+            raise ValueError("set min, max, minDelta or maxDelta")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"min ({self.min}) must not exceed max ({self.max})")
+        if self.min_delta is not None and self.max_delta is not None and self.min_delta > self.max_delta:
+            raise ValueError(f"minDelta ({self.min_delta}) must not exceed maxDelta ({self.max_delta})")
+        return self
 
 
 class Step(CamelModel):
@@ -500,6 +540,15 @@ class CommandRecord(CamelModel):
     result: str | None = Field(None, description="What it did, or why it did nothing.")
 
 
+class RecordedEvaluation(CamelModel):
+    """The offline evaluation a version was gated with, kept while it serves (or may serve again), so
+    relative gates compare a candidate with the serving model whatever the spec says now."""
+
+    version: str = Field(description="Model version.")
+    evaluation: dict[str, float] = Field(default_factory=dict, description="Its spec.model.evaluation.")
+    at: datetime | None = Field(None, description="When it was recorded (its gates passed).")
+
+
 class ModelDeploymentStatus(CamelModel):
     """What Canaria observed and did; the operator's only state."""
 
@@ -520,6 +569,12 @@ class ModelDeploymentStatus(CamelModel):
     control_paused: bool | None = Field(None, description="Paused by `canaria pause` (not by the spec).")
     analysis: AnalysisStatus = Field(
         default_factory=AnalysisStatus, description="Analysis counters and results."
+    )
+    evaluations: list[RecordedEvaluation] = Field(
+        default_factory=list,
+        max_length=10,
+        description="Offline evaluations of the stable, last known good and candidate versions, "
+        "for relative gates.",
     )
     last_command: CommandRecord | None = Field(None, description="Last day-2 command handled.")
     conditions: list[Condition] = Field(default_factory=list, description="Ready, Progressing, Healthy.")

@@ -42,12 +42,14 @@ from canaria.core.api import (
     ModelDeploymentStatus,
     Phase,
     PromoteRequest,
+    RecordedEvaluation,
     Rejection,
     Verdict,
     VersionRef,
 )
 from canaria.core.commands import Command
 from canaria.core.durations import format_duration
+from canaria.core.gates import check_gates
 from canaria.core.observations import AnalysisRun, Observations
 
 # ------------------------------------------------------------------------------------- pure helpers
@@ -176,6 +178,7 @@ class _Run:
     promote: PromoteRequest | None = None  # a promote command during a bake (a canary keeps it in status)
     retry_by: str | None = None  # who asked to retry a rejected version (recorded on RolloutStarted)
     bad_results: str = ""  # the gating results of a new run that did not pass, as text
+    gates_passed: str = ""  # what the gates checked, with values, when a candidate passed them
 
     # -- audit trail ------------------------------------------------------------------------------
 
@@ -416,7 +419,7 @@ def _first_deployment(run: _Run) -> None:
         run.transition(
             Phase.PROGRESSING,
             "RolloutStarted",
-            f"{run.name} {version}: {what}",
+            f"{run.name} {version}: {what}{_gates_note(run)}",
             version=version,
             user=obs.changed_by,
             change_reason=obs.change_reason,
@@ -452,15 +455,11 @@ def _first_deployment(run: _Run) -> None:
 
 def _gates_hold(run: _Run) -> bool:
     """Pre-deploy gates on the candidate's offline evaluation; a failure refuses the version."""
-    spec = run.spec
-    evaluation = spec.model.evaluation or {}
-    failed = []
-    for gate in spec.gates:
-        value = evaluation.get(gate.metric)
-        if value is None:
-            failed.append(f"{gate.metric} missing from spec.model.evaluation")
-        elif not gate.verdict(value):
-            failed.append(f"{gate.metric}={value:g} not {gate.describe()}")
+    spec, status = run.spec, run.status
+    serving = status.stable.version if status.stable is not None else None
+    recorded = next((e.evaluation for e in status.evaluations if e.version == serving), None)
+    checks = check_gates(spec.gates, spec.model.evaluation, serving_version=serving, serving=recorded)
+    failed = [c.text for c in checks if not c.passed]
     version = spec.model.version
     if failed:
         message = f"{run.name} {version} refused by gates: " + "; ".join(failed)
@@ -483,18 +482,38 @@ def _gates_hold(run: _Run) -> bool:
             change_reason=run.obs.change_reason,
         )
         return False
-    if spec.gates:
-        passed = ", ".join(f"{g.metric}={evaluation[g.metric]:g} ({g.describe()})" for g in spec.gates)
+    if checks:
+        run.gates_passed = "; ".join(c.text for c in checks)
         run.actions.append(
             EmitEvent(
                 "Normal",
                 "GatePassed",
-                f"{run.name} {version} passed gates: {passed}",
+                f"{run.name} {version} passed gates: {run.gates_passed}",
                 key=f"gate-{version}-{run.obs.generation}",
                 version=version,
             )
         )
+    _record_evaluation(run)
     return True
+
+
+def _gates_note(run: _Run) -> str:
+    """The gates' values and deltas, for the history entry of the rollout they let start."""
+    return f"; gates: {run.gates_passed}" if run.gates_passed else ""
+
+
+def _record_evaluation(run: _Run) -> None:
+    """Keep the candidate's evaluation in status for when it serves; only the versions that serve or may
+    serve again (stable, last known good, the candidate) are kept, so the list stays small."""
+    status, model = run.status, run.spec.model
+    keep = {model.version} | {ref.version for ref in (status.stable, status.last_known_good) if ref}
+    entry = _construct(
+        RecordedEvaluation, version=model.version, evaluation=dict(model.evaluation or {}), at=run.now
+    )
+    status.evaluations = [
+        *(e for e in status.evaluations if e.version in keep and e.version != model.version),
+        entry,
+    ]
 
 
 def _start_rollout(run: _Run) -> None:
@@ -528,7 +547,7 @@ def _start_rollout(run: _Run) -> None:
         Phase.PROGRESSING,
         "RolloutStarted",
         f"{run.name} {status.stable.version} → {version}{retry}: step 1/{len(spec.rollout.steps)} "
-        f"at weight {first.weight}",
+        f"at weight {first.weight}{_gates_note(run)}",
         version=version,
         user=run.retry_by or obs.changed_by,
         change_reason=obs.change_reason,
