@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -253,14 +254,17 @@ def test_crd_metadata_names_columns_and_subresources() -> None:
     assert version["name"] == VERSION and version["served"] and version["storage"]
     assert version["subresources"] == {"status": {}}
     columns = {c["name"]: c for c in version["additionalPrinterColumns"]}
-    assert list(columns) == ["Phase", "Desired", "Stable", "Canary", "Weight", "Age"]
+    assert list(columns) == ["Phase", "Ready", "Desired", "Stable", "Canary", "Weight", "Age"]
     schema = version["schema"]["openAPIV3Schema"]
     for column in columns.values():
         if column["jsonPath"].startswith(".metadata"):
             continue
         node = schema
-        for part in column["jsonPath"].strip(".").split("."):
-            node = node["properties"][part]
+        # a filter such as conditions[?(@.type=="Ready")] picks an item of the list
+        for part in re.sub(r"\[[^]]*\]", "[]", column["jsonPath"]).strip(".").split("."):
+            node = node["properties"][part.removesuffix("[]")]
+            if part.endswith("[]"):
+                node = node["items"]
         expected = {"string": "string", "integer": "integer", "date": "string"}[column["type"]]
         assert node["type"] == expected, column
 

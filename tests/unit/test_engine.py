@@ -28,6 +28,7 @@ from canaria.core.engine import (
     analysis_due,
     decide,
     desired_workloads,
+    invalid_spec_status,
     split_replicas,
     template_hash,
 )
@@ -1220,20 +1221,124 @@ def test_event_keys_are_unique() -> None:
     assert len(keys) == len(set(keys))
 
 
-def test_conditions_follow_the_phase() -> None:
-    world = rolled_out_to(healthy_world(), "v2", step=0)
+#: (which of Ready / Reconciling / Stalled is True, its reason) after each case of the table
+RELEASE_STATES = {
+    "first-deployment-starts": ("Reconciling", "Progressing"),
+    "first-deployment-available": ("Ready", "Serving"),
+    "first-deployment-progress-deadline": ("Stalled", "ProgressDeadlineExceeded"),
+    "first-deployment-gate-failed": ("Stalled", "GateFailed"),
+    "rollout-started": ("Reconciling", "Progressing"),
+    "gate-failed-keeps-stable": ("Stalled", "GateFailed"),
+    "step-advanced-after-pause": ("Reconciling", "Progressing"),
+    "promoted-after-last-step": ("Ready", "Serving"),
+    "promoted-into-bake": ("Reconciling", "Baking"),
+    "bake-completed": ("Ready", "Serving"),
+    "bake-failed-reverts-to-previous": ("Stalled", "Reverted"),
+    "analysis-failure-within-limit": ("Reconciling", "Progressing"),
+    "analysis-failed-reverts": ("Stalled", "Reverted"),
+    "analysis-inconclusive-reverts": ("Stalled", "Reverted"),
+    "analysis-inconclusive-pauses": ("Reconciling", "Paused"),
+    "analysis-error-reverts-at-once": ("Stalled", "Reverted"),
+    "canary-progress-deadline": ("Stalled", "Reverted"),
+    "new-version-mid-rollout": ("Reconciling", "Progressing"),
+    # the spec names v1 again: it serves, but not at full size until its new replicas are ready
+    "spec-back-to-stable-mid-rollout": ("Reconciling", "WaitingForReplicas"),
+    "rollback-by-spec-during-bake": ("Reconciling", "WaitingForReplicas"),
+    "spec-back-to-lkg-after-revert": ("Ready", "Serving"),
+    "new-version-after-revert": ("Reconciling", "Progressing"),
+    "spec-paused": ("Reconciling", "Paused"),
+    "command-pause": ("Reconciling", "Paused"),
+    "command-resume-after-inconclusive-pause": ("Reconciling", "Progressing"),
+    "command-abort": ("Stalled", "Reverted"),
+    "command-abort-during-bake": ("Stalled", "Reverted"),
+    "command-promote-step": ("Reconciling", "Progressing"),
+    "command-promote-full": ("Reconciling", "WaitingForReplicas"),  # v2 scales from 1 to 4
+    "command-promote-during-bake": ("Ready", "Serving"),
+    "command-retry-after-revert": ("Reconciling", "Progressing"),
+}
+
+
+def release_conditions(world: World) -> dict[str, tuple[str, str]]:
+    return {c.type: (c.status, c.reason) for c in world.status.conditions}
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_conditions_after_each_transition(case: Case) -> None:
+    """One of Ready, Reconciling and Stalled is True, with the reason the table gives, for this generation."""
+    world = case.given()
+    case.when(world)
+    true_one, reason = RELEASE_STATES[case.id]
+    conditions = release_conditions(world)
+    assert {t: conditions[t] for t in ("Ready", "Reconciling", "Stalled")} == {
+        t: ("True" if t == true_one else "False", reason) for t in ("Ready", "Reconciling", "Stalled")
+    }
+    assert {c.observed_generation for c in world.status.conditions} == {world.generation}
+    stable, seen = world.status.stable, world.last_observations.workloads
+    serving = stable is not None and stable.version in seen and seen[stable.version].ready()
+    assert conditions["Available"][0] == ("True" if serving else "False")  # as the decision saw it
+
+
+def test_every_case_has_its_release_state() -> None:
+    assert set(RELEASE_STATES) == {c.id for c in CASES}
+
+
+def test_ready_only_once_the_new_version_serves_and_flips_once() -> None:
+    """A new version: Ready goes False at once (v1 still serves: Available stays True) and True again only
+    at promotion; lastTransitionTime moves only on those flips, observedGeneration on every spec change."""
+    world = healthy_world()
+    assert release_conditions(world)["Ready"] == ("True", "Serving")
+    world.release("v2")
+    world.tick(1)
     conditions = {c.type: c for c in world.status.conditions}
-    assert (conditions["Ready"].status, conditions["Progressing"].status, conditions["Healthy"].status) == (
-        "True",
-        "True",
-        "False",
-    )
-    since = conditions["Ready"].last_transition_time
+    assert (conditions["Ready"].status, conditions["Reconciling"].status) == ("False", "True")
+    assert conditions["Available"].status == "True" and conditions["Available"].message == "v1 ready"
+    went_false = conditions["Ready"].last_transition_time
+    world.run_until(lambda w: w.status.canary is not None and w.status.canary.step == 2)
+    assert {c.type: c for c in world.status.conditions}["Ready"].last_transition_time == went_false
+    world.edit(paused=False, replicas=4)  # a spec change that changes nothing else: a new generation
+    world.tick(1)
+    assert {c.observed_generation for c in world.status.conditions} == {world.generation}
     world.run_until(lambda w: w.phase == "Healthy")
-    conditions = {c.type: c for c in world.status.conditions}
-    assert (conditions["Progressing"].status, conditions["Healthy"].status) == ("False", "True")
-    assert conditions["Ready"].last_transition_time == since  # never flipped
-    assert conditions["Ready"].message == "v2 ready"
+    ready = {c.type: c for c in world.status.conditions}["Ready"]
+    assert (ready.status, ready.reason, ready.message) == (
+        "True",
+        "Serving",
+        "v2 serves at full weight (4 replicas)",
+    )
+    assert ready.last_transition_time == world.now
+
+
+def test_ready_while_baking_is_opt_in() -> None:
+    for opt_in, expected in ((False, ("Reconciling", "Baking")), (True, ("Ready", "Serving"))):
+        world = healthy_world(rollout={"bake": "30m", "readyWhileBaking": opt_in})
+        world.release("v2")
+        world.run_until(lambda w: w.phase == "Baking")
+        world.tick(1)  # v2 at full size: the departing v1 is gone
+        conditions = release_conditions(world)
+        assert [t for t in ("Ready", "Reconciling", "Stalled") if conditions[t][0] == "True"] == [expected[0]]
+        assert conditions[expected[0]][1] == expected[1]
+
+
+def test_stalled_message_says_what_failed_and_what_to_do() -> None:
+    world = _reverted()
+    stalled = {c.type: c for c in world.status.conditions}["Stalled"]
+    assert stalled.status == "True" and stalled.reason == "Reverted"
+    for needle in ("v2 was reverted (AnalysisFailed)", "error-rate=", "v1 serves", "canaria retry"):
+        assert needle in stalled.message
+
+
+def test_invalid_spec_is_stalled_for_its_generation() -> None:
+    world = healthy_world()
+    later = world.now + timedelta(seconds=5)
+    status = invalid_spec_status(world.status, "spec.replicas: too big", 9, later)
+    conditions = {c.type: c for c in status.conditions}
+    assert (conditions["Stalled"].status, conditions["Stalled"].reason) == ("True", "InvalidSpec")
+    assert (conditions["Ready"].status, conditions["Ready"].last_transition_time) == ("False", later)
+    assert conditions["Reconciling"].status == "False" and "spec.replicas: too big" in status.message
+    assert {conditions[t].observed_generation for t in ("Ready", "Reconciling", "Stalled")} == {9}
+    assert status.observed_generation == 9
+    assert conditions["Available"] == next(c for c in world.status.conditions if c.type == "Available")
+    assert world.status.observed_generation == 1, "the input status is not mutated"
 
 
 def test_status_survives_a_restart_mid_rollout() -> None:

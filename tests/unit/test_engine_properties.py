@@ -264,6 +264,23 @@ class Checker:
             assert after.stable is not None
         ModelDeploymentStatus.model_validate(after.dump())
 
+        # what GitOps tools read: one of Ready / Reconciling / Stalled, for this generation; Ready only
+        # when the spec's version serves at full size, Stalled exactly when a person must act
+        conditions = {c.type: c for c in after.conditions}
+        release = [conditions[t] for t in ("Ready", "Reconciling", "Stalled")]
+        assert [c.status for c in release].count("True") == 1, release
+        assert {c.observed_generation for c in after.conditions} == {obs.generation}
+        if conditions["Ready"].status == "True":
+            desired = spec.model.version
+            assert after.stable.version == desired and after.canary is None
+            assert after.bake_started_at is None, "Ready during a bake without readyWhileBaking"
+            seen = obs.workloads.get(desired)
+            assert seen is not None and seen.ready() and seen.replicas == spec.replicas
+        stuck = after.phase == Phase.FAILED or (
+            after.rejected is not None and after.rejected.version == spec.model.version
+        )
+        assert (conditions["Stalled"].status == "True") == stuck
+
 
 def _applied(obs: Observations, decision: Decision) -> Observations:
     """The observations once the decision's actions took effect, before any new pod became ready."""

@@ -335,6 +335,12 @@ class Rollout(CamelModel):
         None,
         description="After promotion, keep analysing this long; a failure reverts to the previous version.",
     )
+    ready_while_baking: bool = Field(
+        False,
+        description="Report Ready (what `kubectl wait --for=condition=Ready`, Flux and Argo CD wait for) as "
+        "soon as the new version serves at full weight, before its bake ends; by default Ready waits for "
+        "the bake to pass.",
+    )
     progress_deadline: Duration = Field(
         "10m", description="How long a canary may take to become ready at a step before it is reverted."
     )
@@ -501,15 +507,38 @@ class AnalysisStatus(CamelModel):
     )
 
 
-class Condition(CamelModel):
-    """Kubernetes condition convention."""
+class ConditionType(StrEnum):
+    """The condition types Canaria sets, after kstatus (sigs.k8s.io/cli-utils) and Kubernetes conventions.
 
-    type: str = Field(description="Ready, Progressing or Healthy.")
+    Exactly one of Ready, Reconciling and Stalled is True at a time, so `kubectl wait`, Flux (kstatus) and
+    Argo CD each read one unambiguous answer."""
+
+    READY = "Ready"
+    RECONCILING = "Reconciling"
+    STALLED = "Stalled"
+    AVAILABLE = "Available"
+
+
+class Condition(CamelModel):
+    """Kubernetes condition convention (metav1.Condition)."""
+
+    type: str = Field(
+        description="Ready: the version the spec names serves at full weight (its bake passed, unless "
+        "spec.rollout.readyWhileBaking). Reconciling: a rollout is on its way there. Stalled: the spec "
+        "cannot make progress until a person acts (reverted, refused by gates, invalid, deadline). "
+        "Available: some version serves (traffic is being answered)."
+    )
     status: Literal["True", "False", "Unknown"] = Field(description="True, False or Unknown.")
-    reason: str = Field(description="CamelCase reason.")
+    reason: str = Field(
+        description="CamelCase reason, the same on Ready, Reconciling and Stalled: Serving, Progressing, "
+        "Paused, Baking, WaitingForReplicas, Pending, Reverted, GateFailed, ProgressDeadlineExceeded, "
+        "InvalidSpec; on Available: StableServing or NotServing."
+    )
     message: str = Field("", description="Human-readable detail.")
     last_transition_time: datetime | None = Field(None, description="When status last changed.")
-    observed_generation: int | None = Field(None, description="Generation this condition describes.")
+    observed_generation: int | None = Field(
+        None, description="metadata.generation this condition describes; older means not yet acted on."
+    )
 
 
 class HistoryEntry(CamelModel):
@@ -577,7 +606,12 @@ class ModelDeploymentStatus(CamelModel):
         "for relative gates.",
     )
     last_command: CommandRecord | None = Field(None, description="Last day-2 command handled.")
-    conditions: list[Condition] = Field(default_factory=list, description="Ready, Progressing, Healthy.")
+    conditions: list[Condition] = Field(
+        default_factory=list,
+        description="Ready (the spec's version serves: what `kubectl wait --for=condition=Ready` and GitOps "
+        "health checks wait for), Reconciling (a rollout is in progress), Stalled (reverted, refused or "
+        "invalid: a person must act), Available (some version serves).",
+    )
     history: list[HistoryEntry] = Field(
         default_factory=list, max_length=HISTORY_LIMIT, description=f"Last {HISTORY_LIMIT} transitions."
     )

@@ -17,7 +17,7 @@ import json
 import math
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TypeVar
+from typing import Literal, TypeVar
 
 from pydantic import BaseModel
 
@@ -36,6 +36,7 @@ from canaria.core.api import (
     CanaryStatus,
     CommandRecord,
     Condition,
+    ConditionType,
     HistoryEntry,
     MetricResult,
     ModelDeploymentSpec,
@@ -987,15 +988,76 @@ def _reconcile_workloads(run: _Run) -> None:
 
 
 # --------------------------------------------------------------------------------------- conditions
+#
+# What GitOps tools read. kstatus (Flux's health checks, `kpt live status`) decides from Reconciling and
+# Stalled (InProgress / Failed, else Current once status.observedGeneration caught up), `kubectl wait`
+# from one condition and its observedGeneration, Argo CD from the Lua health check in manifests/argocd/,
+# which reads these same conditions. So the answer is decided once, here: exactly one of Ready,
+# Reconciling and Stalled is True, and each names the generation it describes.
 
 
-def _condition(run: _Run, kind: str, ok: bool, reason: str, message: str) -> Condition:
+@dataclass(frozen=True)
+class ReleaseState:
+    """Where the version the spec names stands: "ready", "reconciling" or "stalled", and why."""
+
+    state: Literal["ready", "reconciling", "stalled"]
+    reason: str
+    message: str
+
+
+def release_state(
+    spec: ModelDeploymentSpec, status: ModelDeploymentStatus, obs: Observations
+) -> ReleaseState:
+    """Ready only when the spec's version serves at full weight (its bake passed, unless
+    spec.rollout.readyWhileBaking): an old version serving, a canary at any weight, a revert, never are."""
+    desired = spec.model.version
+    stable, rejected = status.stable, status.rejected
+    if rejected is not None and rejected.version == desired:
+        serving = f"; {stable.version} serves" if stable is not None and stable.version != desired else ""
+        if rejected.reason == "GateFailed":
+            return ReleaseState("stalled", "GateFailed", f"{rejected.message}{serving}")
+        return ReleaseState(
+            "stalled",
+            "Reverted",
+            f"{desired} was reverted ({rejected.reason}): {rejected.message}{serving}; "
+            "name another version in the spec, or retry it (`canaria retry`)",
+        )
+    if status.phase == Phase.FAILED:  # a first deployment past its deadline: nothing to revert to
+        reason = status.history[-1].reason if status.history else "Failed"
+        return ReleaseState("stalled", reason, status.message or "")
+    if stable is not None and stable.version == desired and status.canary is None:
+        if not _serves_fully(obs, desired, spec.replicas):
+            if status.phase in IN_ROLLOUT or status.phase == Phase.PENDING:
+                return ReleaseState("reconciling", status.phase.value, status.message or "")
+            seen = obs.workloads.get(desired)
+            ready = seen.ready_replicas if seen is not None else 0
+            return ReleaseState(
+                "reconciling", "WaitingForReplicas", f"{desired}: {ready}/{spec.replicas} replicas ready"
+            )
+        if status.bake_started_at is not None and not spec.rollout.ready_while_baking:
+            return ReleaseState("reconciling", status.phase.value, status.message or "")
+        baking = ", baking" if status.bake_started_at is not None else ""
+        return ReleaseState(
+            "ready", "Serving", f"{desired} serves at full weight ({spec.replicas} replicas{baking})"
+        )
+    phase = status.phase or Phase.PENDING
+    return ReleaseState("reconciling", phase.value, status.message or f"{desired} not deployed yet")
+
+
+def _condition(
+    old: list[Condition], kind: str, ok: bool, reason: str, message: str, now: datetime, generation: int
+) -> Condition:
     """A condition whose lastTransitionTime moves only when its status flips."""
     status = "True" if ok else "False"
-    old = next((c for c in run.status.conditions if c.type == kind), None)
-    if old is not None and (old.status, old.reason, old.message) == (status, reason, message):
-        return old
-    since = old.last_transition_time if old is not None and old.status == status else run.now
+    previous = next((c for c in old if c.type == kind), None)
+    if previous is not None and (
+        previous.status,
+        previous.reason,
+        previous.message,
+        previous.observed_generation,
+    ) == (status, reason, message, generation):
+        return previous
+    since = previous.last_transition_time if previous is not None and previous.status == status else now
     return _construct(
         Condition,
         type=kind,
@@ -1003,8 +1065,22 @@ def _condition(run: _Run, kind: str, ok: bool, reason: str, message: str) -> Con
         reason=reason,
         message=message,
         last_transition_time=since,
-        observed_generation=run.obs.generation,
+        observed_generation=generation,
     )
+
+
+def _release_conditions(
+    old: list[Condition], release: ReleaseState, now: datetime, generation: int
+) -> list[Condition]:
+    """Ready, Reconciling and Stalled: one True, all three with the same reason and message."""
+    return [
+        _condition(old, kind, release.state == state, release.reason, release.message[:1000], now, generation)
+        for kind, state in (
+            (ConditionType.READY, "ready"),
+            (ConditionType.RECONCILING, "reconciling"),
+            (ConditionType.STALLED, "stalled"),
+        )
+    ]
 
 
 def _set_conditions(run: _Run) -> None:
@@ -1014,12 +1090,36 @@ def _set_conditions(run: _Run) -> None:
     stable = status.stable
     serving = stable is not None and stable.version in obs.workloads and obs.workloads[stable.version].ready()
     if stable is None:
-        ready_message = "no version deployed yet"
+        available_message = "no version deployed yet"
     else:
-        ready_message = f"{stable.version} {'ready' if serving else 'not ready'}"
-    phase, message = status.phase.value, status.message or ""
+        available_message = f"{stable.version} {'ready' if serving else 'not ready'}"
+    release = release_state(run.spec, status, obs)
     status.conditions = [
-        _condition(run, "Ready", serving, "StableServing" if serving else "NotServing", ready_message),
-        _condition(run, "Progressing", status.phase in IN_ROLLOUT, phase, message),
-        _condition(run, "Healthy", status.phase == Phase.HEALTHY, phase, message),
+        *_release_conditions(status.conditions, release, run.now, obs.generation),
+        _condition(
+            status.conditions,
+            ConditionType.AVAILABLE,
+            serving,
+            "StableServing" if serving else "NotServing",
+            available_message,
+            run.now,
+            obs.generation,
+        ),
     ]
+
+
+def invalid_spec_status(
+    status: ModelDeploymentStatus, problems: str, generation: int, now: datetime
+) -> ModelDeploymentStatus:
+    """The status for a spec the operator cannot read (e.g. applied with validation off): Stalled with
+    reason InvalidSpec for this generation, so a pipeline waiting on it fails fast; nothing else changes
+    (the version that served keeps serving, Available stays as it was)."""
+    message = f"spec rejected, nothing changed: {problems}"
+    release = ReleaseState("stalled", "InvalidSpec", message)
+    kept = [c for c in status.conditions if c.type == ConditionType.AVAILABLE]
+    return _replace(
+        status,
+        message=message,
+        observed_generation=generation,
+        conditions=[*_release_conditions(status.conditions, release, now, generation), *kept],
+    )

@@ -87,6 +87,7 @@ def openapi_schema() -> dict[str, Any]:
 
 PRINTER_COLUMNS = [
     {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
+    {"name": "Ready", "type": "string", "jsonPath": '.status.conditions[?(@.type=="Ready")].status'},
     {"name": "Desired", "type": "string", "jsonPath": ".spec.model.version"},
     {"name": "Stable", "type": "string", "jsonPath": ".status.stable.version"},
     {"name": "Canary", "type": "string", "jsonPath": ".status.canary.version"},

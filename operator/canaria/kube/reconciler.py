@@ -18,8 +18,8 @@ from kubernetes.client.exceptions import ApiException
 from pydantic import ValidationError
 
 from canaria.core.actions import ApplyWorkload, Decision, EmitEvent
-from canaria.core.api import MetricResult, ModelDeployment, Verdict
-from canaria.core.engine import analysis_due, analysis_variables, decide
+from canaria.core.api import MetricResult, ModelDeployment, ModelDeploymentStatus, Verdict
+from canaria.core.engine import analysis_due, analysis_variables, decide, invalid_spec_status
 from canaria.core.observations import AnalysisRun
 from canaria.core.problems import describe_errors
 from canaria.kube import telemetry as metrics
@@ -124,22 +124,14 @@ class Reconciler:
         """A spec the operator cannot read (e.g. applied with validation off): say so, touch nothing."""
         problems = describe_errors(exc)
         generation = body["metadata"].get("generation") or 0
-        status = dict(body.get("status") or {})
-        message = f"spec rejected, nothing changed: {problems}"
-        if status.get("message") == message:
+        try:
+            status = ModelDeploymentStatus.model_validate(body.get("status") or {})
+        except ValidationError:
+            status = ModelDeploymentStatus()
+        new_status = invalid_spec_status(status, problems, generation, self.clock()).dump()
+        if new_status == body.get("status"):
             return
-        status["message"] = message
-        status["conditions"] = [c for c in status.get("conditions") or [] if c.get("type") != "Ready"] + [
-            {
-                "type": "Ready",
-                "status": "False",
-                "reason": "InvalidSpec",
-                "message": message[:1000],
-                "lastTransitionTime": self.clock().isoformat(),
-                "observedGeneration": generation,
-            }
-        ]
-        self.cluster.write_status(body, status)
+        self.cluster.write_status(body, new_status)
         self.cluster.post_event(
-            body, EmitEvent("Warning", "InvalidSpec", message, key=f"invalid-{generation}")
+            body, EmitEvent("Warning", "InvalidSpec", new_status["message"], key=f"invalid-{generation}")
         )
