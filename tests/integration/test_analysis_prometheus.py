@@ -103,6 +103,19 @@ def test_healthy_version_passes(model_simulator: ModelServerSimulator, prometheu
     )
 
 
+def test_a_failing_dry_run_metric_is_recorded_but_does_not_gate(
+    model_simulator: ModelServerSimulator, prometheus: LocalPrometheus
+) -> None:
+    model_simulator.set_version("v3", error_rate=0.0, latency=0.1, psi=0.05, cost=0.01)
+
+    run = analyse_when_data(prometheus, HEALTH, "v3")
+
+    cost = by_name(run)["cost-per-prediction"]
+    assert (cost.verdict, cost.dry_run) == (Verdict.FAIL, True)
+    assert cost.value == pytest.approx(0.01, rel=0.01)
+    assert run.verdict is Verdict.PASS, [r.describe() for r in run.results]
+
+
 def test_erroring_version_fails_error_rate(
     model_simulator: ModelServerSimulator, prometheus: LocalPrometheus
 ) -> None:

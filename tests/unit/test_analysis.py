@@ -222,18 +222,6 @@ def test_run_verdict(verdicts: list[tuple[Verdict, bool | None]], expected: Verd
     assert run.verdict is expected
 
 
-def test_classified_run_verdict_end_to_end(fake_prometheus: FakePrometheus) -> None:
-    metrics = [
-        metric(name="errors", query="e"),
-        metric(name="cost", query="c", max=0.002, dry_run=True),
-        metric(name="drift", query="d", max=0.2),
-    ]
-    fake_prometheus.answers = {"e": vector("0.001"), "c": vector("0.5"), "d": []}
-    run = run_analysis(metrics, {}, TARGET, now=AT)
-    assert [r.verdict for r in run.results] == [Verdict.PASS, Verdict.FAIL, Verdict.INCONCLUSIVE]
-    assert run.verdict is Verdict.INCONCLUSIVE  # the dry-run failure does not gate
-
-
 # ------------------------------------------------------------------------------------------- target
 
 

@@ -336,6 +336,8 @@ def test_commands_allowed_are_carried_out(given: Any, action: str) -> None:
 def test_promote_full_is_allowed_while_paused() -> None:
     world = commanded(at_step(0), "pause")
     commands.check_command("promote", res(world, annotations={}), full=True)
+    commanded(world, "promote", full=True)
+    assert (world.phase, world.stable) == ("Healthy", "v2")
 
 
 def test_a_pending_command_blocks_another_unless_forced() -> None:

@@ -421,7 +421,6 @@ class ModelDeploymentSpec(CamelModel):
 
 class Phase(StrEnum):
     PENDING = "Pending"
-    GATING = "Gating"
     PROGRESSING = "Progressing"
     PAUSED = "Paused"
     BAKING = "Baking"
@@ -583,9 +582,7 @@ class ModelDeploymentStatus(CamelModel):
 
     model_config = ConfigDict(extra="ignore")
 
-    phase: Phase | None = Field(
-        None, description="Pending, Gating, Progressing, Paused, Baking, Healthy, Reverted, Failed."
-    )
+    phase: Phase | None = Field(None, description=", ".join(Phase) + ".")
     message: str | None = Field(None, description="What is happening and what happens next.")
     observed_generation: int | None = Field(None, description="Spec generation last acted on.")
     stable: VersionRef | None = Field(None, description="The version serving now.")

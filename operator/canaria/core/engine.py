@@ -17,9 +17,7 @@ import json
 import math
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Literal, TypeVar
-
-from pydantic import BaseModel
+from typing import Literal
 
 from canaria.core.actions import (
     Action,
@@ -55,8 +53,6 @@ from canaria.core.observations import AnalysisRun, Observations
 
 # ------------------------------------------------------------------------------------- pure helpers
 
-_M = TypeVar("_M", bound=BaseModel)
-
 IN_ROLLOUT = (Phase.PROGRESSING, Phase.PAUSED, Phase.BAKING)
 WAIT_FOR_READY = 2.0  # seconds between checks while a Deployment comes up (its watch events wake us sooner)
 
@@ -90,32 +86,6 @@ def template_hash(spec: ModelDeploymentSpec, version: str, uri: str) -> str:
         del _HASHES[next(iter(_HASHES))]
     _HASHES[key] = (template, digest)
     return digest
-
-
-def _construct(cls: type[_M], **values: object) -> _M:
-    """`cls.model_construct(**values)` without its per-field alias and default handling, which was a
-    quarter of a decision's cost: every field must be given, already valid (nothing is checked)."""
-    if len(values) != len(cls.__pydantic_fields__):
-        raise TypeError(
-            f"{cls.__name__} needs all of {sorted(cls.__pydantic_fields__)}, got {sorted(values)}"
-        )
-    obj = cls.__new__(cls)
-    object.__setattr__(obj, "__dict__", values)
-    object.__setattr__(obj, "__pydantic_fields_set__", set(values))
-    object.__setattr__(obj, "__pydantic_extra__", None)
-    object.__setattr__(obj, "__pydantic_private__", None)
-    return obj
-
-
-def _replace(obj: _M, **changes: object) -> _M:
-    """`obj.model_copy(update=changes)` for the engine's hot path: a new object sharing every value it
-    does not change (status objects are never mutated in place, so a shallow copy is enough)."""
-    new = type(obj).__new__(type(obj))
-    object.__setattr__(new, "__dict__", {**obj.__dict__, **changes})
-    object.__setattr__(new, "__pydantic_fields_set__", obj.__pydantic_fields_set__ | changes.keys())
-    object.__setattr__(new, "__pydantic_extra__", obj.__pydantic_extra__)
-    object.__setattr__(new, "__pydantic_private__", None)
-    return new
 
 
 def analysed_version(status: ModelDeploymentStatus) -> str | None:
@@ -204,8 +174,7 @@ class _Run:
         else:
             change_reason = change_reason or self.obs.change_reason
         seq = status.history[-1].seq + 1 if status.history else 1
-        entry = _construct(
-            HistoryEntry,
+        entry = HistoryEntry.model_construct(
             seq=seq,
             time=self.now,
             from_phase=status.phase.value if status.phase else None,
@@ -233,7 +202,7 @@ class _Run:
 
     def ref(self, version: str, uri: str) -> VersionRef:
         lineage = self.spec.model.lineage if version == self.spec.model.version else None
-        return _construct(VersionRef, version=version, uri=uri, lineage=lineage, since=self.now)
+        return VersionRef.model_construct(version=version, uri=uri, lineage=lineage, since=self.now)
 
     @property
     def name(self) -> str:
@@ -244,7 +213,7 @@ def decide(
     spec: ModelDeploymentSpec, status: ModelDeploymentStatus, observations: Observations, now: datetime
 ) -> Decision:
     """Decide the next status and the actions that bring the cluster there."""
-    run = _Run(spec, _replace(status), observations, now)
+    run = _Run(spec, status.model_copy(), observations, now)
     run.status.observed_generation = observations.generation
     _handle_command(run)
     _advance(run)
@@ -298,8 +267,7 @@ def _handle_command(run: _Run) -> None:
     if command is None or _already_handled(status.last_command, command):
         return
     refusal = command_refusal(command.action, run.spec, status, full=command.full)
-    record = _construct(
-        CommandRecord,
+    record = CommandRecord.model_construct(
         id=command.id,
         action=command.action,
         user=command.user,
@@ -309,7 +277,7 @@ def _handle_command(run: _Run) -> None:
         result=f"ignored: {refusal}",
     )
     result = record.result if refusal is not None else _carry_out(run, command, record)
-    status.last_command = _replace(record, result=result)
+    status.last_command = record.model_copy(update=dict(result=result))
 
 
 def _carry_out(run: _Run, command: Command, record: CommandRecord) -> str:
@@ -323,7 +291,7 @@ def _carry_out(run: _Run, command: Command, record: CommandRecord) -> str:
         return "paused"
     if command.action == "resume":
         status.control_paused = None
-        status.analysis = _replace(status.analysis, inconclusive=0)
+        status.analysis = status.analysis.model_copy(update=dict(inconclusive=0))
         held = " (spec.paused still holds it)" if run.spec.paused else ""
         phase = Phase.PAUSED if run.spec.paused else _running_phase(status)
         run.transition(phase, "Resumed", f"{run.name} resumed{held}{suffix}", version=version, command=record)
@@ -335,11 +303,13 @@ def _carry_out(run: _Run, command: Command, record: CommandRecord) -> str:
         status.rejected = None
         run.retry_by = command.user or "unknown"
         return f"retrying {run.spec.model.version}"
-    request = _construct(PromoteRequest, user=command.user, reason=command.reason, full=command.full or None)
+    request = PromoteRequest.model_construct(
+        user=command.user, reason=command.reason, full=command.full or None
+    )
     if status.canary is None:  # baking
         run.promote = request
         return "bake ended early"
-    status.canary = _replace(status.canary, promote_request=request)
+    status.canary = status.canary.model_copy(update=dict(promote_request=request))
     if command.full:
         return "promote requested: to 100% once the canary is ready"
     return "promote requested: ends the step once the canary is ready and an analysis run passes"
@@ -464,8 +434,8 @@ def _gates_hold(run: _Run) -> bool:
     version = spec.model.version
     if failed:
         message = f"{run.name} {version} refused by gates: " + "; ".join(failed)
-        run.status.rejected = _construct(
-            Rejection, version=version, reason="GateFailed", message=message, at=run.now
+        run.status.rejected = Rejection.model_construct(
+            version=version, reason="GateFailed", message=message, at=run.now
         )
         baking = run.status.bake_started_at is not None
         if run.status.stable is not None:
@@ -508,8 +478,8 @@ def _record_evaluation(run: _Run) -> None:
     serve again (stable, last known good, the candidate) are kept, so the list stays small."""
     status, model = run.status, run.spec.model
     keep = {model.version} | {ref.version for ref in (status.stable, status.last_known_good) if ref}
-    entry = _construct(
-        RecordedEvaluation, version=model.version, evaluation=dict(model.evaluation or {}), at=run.now
+    entry = RecordedEvaluation.model_construct(
+        version=model.version, evaluation=dict(model.evaluation or {}), at=run.now
     )
     status.evaluations = [
         *(e for e in status.evaluations if e.version in keep and e.version != model.version),
@@ -522,8 +492,7 @@ def _start_rollout(run: _Run) -> None:
     if not _gates_hold(run):
         return
     version, first = spec.model.version, spec.rollout.steps[0]
-    status.canary = _construct(
-        CanaryStatus,
+    status.canary = CanaryStatus.model_construct(
         version=version,
         uri=spec.model.uri,
         lineage=spec.model.lineage,
@@ -540,7 +509,7 @@ def _start_rollout(run: _Run) -> None:
         and seen.template_hash == template_hash(spec, version, spec.model.uri)
         and _canary_ready(run, status.canary)
     ):
-        status.canary = _replace(status.canary, ready_at=run.now)
+        status.canary = status.canary.model_copy(update=dict(ready_at=run.now))
     status.analysis = AnalysisStatus()
     status.bake_started_at = None
     retry = " (retry)" if run.retry_by else ""
@@ -599,8 +568,7 @@ def _consume_analysis(run: _Run) -> AnalysisRun | None:
     passed = verdict == Verdict.PASS
     failures = 0 if passed else counts.failures + (verdict == Verdict.FAIL)
     inconclusive = 0 if passed else counts.inconclusive + (verdict == Verdict.INCONCLUSIVE)
-    status.analysis = _construct(
-        AnalysisStatus,
+    status.analysis = AnalysisStatus.model_construct(
         failures=failures,
         inconclusive=inconclusive,
         last_run_at=analysis.at,
@@ -717,7 +685,7 @@ def _progress_canary(run: _Run) -> None:
         # at this step: the step starts again (readiness, pause, and a passing run of its own), rather than
         # counting from its old start (and reverting at once on the progress deadline) or ending on a run
         # made at another weight.
-        canary = _replace(canary, **(edited or {}), step_started_at=run.now, ready_at=None)
+        canary = canary.model_copy(update=dict(**(edited or {}), step_started_at=run.now, ready_at=None))
     if (
         canary.ready_at is not None
         and seen is not None
@@ -726,13 +694,13 @@ def _progress_canary(run: _Run) -> None:
     ):
         # it was ready at this step and lost it (a pod restarted, not a change of ours): the step
         # waits afresh from now, instead of being judged against a deadline counted from its start
-        canary = _replace(canary, step_started_at=run.now, ready_at=None)
+        canary = canary.model_copy(update=dict(step_started_at=run.now, ready_at=None))
     status.canary = canary
     if not _canary_ready(run, canary):
         _wait_for_canary(run, canary)
         return
     if canary.ready_at is None:
-        canary = _replace(canary, ready_at=run.now)
+        canary = canary.model_copy(update=dict(ready_at=run.now))
         status.canary = canary
     if _judge_analysis(run):
         return
@@ -760,13 +728,14 @@ def _progress_canary(run: _Run) -> None:
     workload = run.obs.workloads.get(canary.version)
     want = split_replicas(spec.replicas, nxt.weight)[0]
     ready = workload is not None and workload.ready() and workload.replicas == want
-    status.canary = _replace(
-        canary,
-        step=canary.step + 1,
-        weight=nxt.weight,
-        step_started_at=run.now,
-        ready_at=run.now if ready else None,
-        promote_request=None,
+    status.canary = canary.model_copy(
+        update=dict(
+            step=canary.step + 1,
+            weight=nxt.weight,
+            step_started_at=run.now,
+            ready_at=run.now if ready else None,
+            promote_request=None,
+        )
     )
     by = f" (promoted by {promote.user or 'unknown'})" if promote else ""
     run.transition(
@@ -802,11 +771,11 @@ def _promote(run: _Run, detail: str, command: PromoteRequest | None) -> None:
     spec, status = run.spec, run.status
     canary = status.canary
     previous = status.stable.version
-    status.stable = _construct(
-        VersionRef, version=canary.version, uri=canary.uri, lineage=canary.lineage, since=run.now
+    status.stable = VersionRef.model_construct(
+        version=canary.version, uri=canary.uri, lineage=canary.lineage, since=run.now
     )
     status.canary = None
-    status.analysis = _replace(status.analysis, failures=0, inconclusive=0)
+    status.analysis = status.analysis.model_copy(update=dict(failures=0, inconclusive=0))
     message = f"{run.name} {previous} → {canary.version} promoted: {detail}"
     if spec.rollout.bake:
         status.bake_started_at = run.now
@@ -872,12 +841,12 @@ def _revert(
     if failed == target.version:
         failed = None
     if failed is not None:
-        status.rejected = _construct(Rejection, version=failed, reason=cause, message=detail, at=run.now)
-    status.stable = _replace(target, since=run.now)
+        status.rejected = Rejection.model_construct(version=failed, reason=cause, message=detail, at=run.now)
+    status.stable = target.model_copy(update=dict(since=run.now))
     status.canary = None
     status.bake_started_at = None
     status.control_paused = None
-    status.analysis = _replace(status.analysis, failures=0, inconclusive=0)
+    status.analysis = status.analysis.model_copy(update=dict(failures=0, inconclusive=0))
     if failed is None:  # a requested rollback to the last known good version (the spec names it)
         run.transition(
             Phase.HEALTHY,
@@ -1058,8 +1027,7 @@ def _condition(
     ) == (status, reason, message, generation):
         return previous
     since = previous.last_transition_time if previous is not None and previous.status == status else now
-    return _construct(
-        Condition,
+    return Condition.model_construct(
         type=kind,
         status=status,
         reason=reason,
@@ -1117,9 +1085,10 @@ def invalid_spec_status(
     message = f"spec rejected, nothing changed: {problems}"
     release = ReleaseState("stalled", "InvalidSpec", message)
     kept = [c for c in status.conditions if c.type == ConditionType.AVAILABLE]
-    return _replace(
-        status,
-        message=message,
-        observed_generation=generation,
-        conditions=[*_release_conditions(status.conditions, release, now, generation), *kept],
+    return status.model_copy(
+        update=dict(
+            message=message,
+            observed_generation=generation,
+            conditions=[*_release_conditions(status.conditions, release, now, generation), *kept],
+        )
     )

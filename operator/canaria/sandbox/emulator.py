@@ -62,7 +62,7 @@ import attrs
 import jsonpatch
 import kmock
 import yaml
-from kmock._internal import apps, parsing, rendering
+from kmock._internal import parsing  # only to route /api/v1/namespaces, which kmock's parser refuses
 
 log = logging.getLogger("canaria.sandbox.emulator")
 
@@ -260,7 +260,7 @@ def _field_value(obj: dict[str, Any], path: str) -> str | None:
     return value if isinstance(value, str) else json.dumps(value)
 
 
-def _header(request: rendering.Request, name: str) -> str:
+def _header(request: kmock.Request, name: str) -> str:
     """A request header, case-insensitively (kmock keeps them as sent)."""
     lowered = name.lower()
     for key, value in request.headers.items():
@@ -269,7 +269,7 @@ def _header(request: rendering.Request, name: str) -> str:
     return ""
 
 
-def _content_type(request: rendering.Request) -> str:
+def _content_type(request: kmock.Request) -> str:
     return _header(request, "Content-Type").split(";")[0].strip()
 
 
@@ -373,7 +373,7 @@ class SandboxEmulator(kmock.KubernetesEmulator):
 
     async def _parse_namespace_request(
         self, raw_request: aiohttp.web.BaseRequest, match: re.Match[str]
-    ) -> rendering.Request:
+    ) -> kmock.Request:
         body = await raw_request.read()
         try:
             data = json.loads(body) if body else None
@@ -382,7 +382,7 @@ class SandboxEmulator(kmock.KubernetesEmulator):
         name, subresource = match.group(1), match.group(2)
         method = kmock.method(raw_request.method)
         path = parsing.ParsedPath("", "v1", "namespaces", None, name, subresource)
-        request = rendering.Request(
+        request = kmock.Request(
             id=len(self._requests),
             raw_request=raw_request,
             url=raw_request.url,
@@ -412,12 +412,12 @@ class SandboxEmulator(kmock.KubernetesEmulator):
             if len(payload._requests) > limit:
                 del payload._requests[: len(payload._requests) - limit // 2]
 
-    async def _handle(self, request: rendering.Request) -> aiohttp.web.StreamResponse:
+    async def _handle(self, request: kmock.Request) -> aiohttp.web.StreamResponse:
         # Skip KubernetesEmulator._handle: it mutates objects with kmock's loose semantics before
         # routing. Routing (user reactions first, then the fallbacks overridden below) stays kmock's.
-        return await apps.RawHandler._handle(self, request)
+        return await kmock.RawHandler._handle(self, request)
 
-    def _resource_info(self, request: rendering.Request) -> kmock.ResourceInfo | None:
+    def _resource_info(self, request: kmock.Request) -> kmock.ResourceInfo | None:
         resource = request.resource
         if resource is None or not resource.plural or resource not in self.resources:
             return None
@@ -427,14 +427,14 @@ class SandboxEmulator(kmock.KubernetesEmulator):
         self._rv += 1
         return str(self._rv)
 
-    def _manager(self, request: rendering.Request) -> str:
+    def _manager(self, request: kmock.Request) -> str:
         manager = request.params.get("fieldManager")
         if manager:
             return manager
         agent = _header(request, "User-Agent") or "unknown"
         return agent.split("/", 1)[0] or "unknown"
 
-    def _key(self, request: rendering.Request, name: str) -> ObjectKey:
+    def _key(self, request: kmock.Request, name: str) -> ObjectKey:
         assert request.resource is not None
         return (request.resource, request.namespace, name)
 
@@ -470,7 +470,7 @@ class SandboxEmulator(kmock.KubernetesEmulator):
             except Exception:
                 log.exception("sandbox listener failed on %s %s", kind, resource)
 
-    def _kind(self, request: rendering.Request, info: kmock.ResourceInfo) -> tuple[str, str]:
+    def _kind(self, request: kmock.Request, info: kmock.ResourceInfo) -> tuple[str, str]:
         resource = request.resource
         assert resource is not None
         api_version = f"{resource.group}/{resource.version}" if resource.group else str(resource.version)
@@ -480,7 +480,7 @@ class SandboxEmulator(kmock.KubernetesEmulator):
     def _has_status(info: kmock.ResourceInfo) -> bool:
         return "status" in info.subresources
 
-    def _not_found(self, request: rendering.Request, name: str | None) -> kmock.Response:
+    def _not_found(self, request: kmock.Request, name: str | None) -> kmock.Response:
         resource = request.resource
         assert resource is not None
         what = f"{resource.plural}.{resource.group}" if resource.group else resource.plural
@@ -541,7 +541,7 @@ class SandboxEmulator(kmock.KubernetesEmulator):
 
     def _commit(
         self,
-        request: rendering.Request,
+        request: kmock.Request,
         info: kmock.ResourceInfo,
         key: ObjectKey,
         old: dict[str, Any],
@@ -595,7 +595,7 @@ class SandboxEmulator(kmock.KubernetesEmulator):
 
     def _create(
         self,
-        request: rendering.Request,
+        request: kmock.Request,
         info: kmock.ResourceInfo,
         body: dict[str, Any],
         *,
@@ -829,7 +829,7 @@ class SandboxEmulator(kmock.KubernetesEmulator):
 
     # -- selectors and tables ---------------------------------------------------------------------
 
-    def _filter(self, request: rendering.Request) -> Callable[[dict[str, Any]], bool]:
+    def _filter(self, request: kmock.Request) -> Callable[[dict[str, Any]], bool]:
         labels = parse_selector(request.params.get("labelSelector", ""))
         fields = parse_selector(request.params.get("fieldSelector", ""))
         namespace = request.namespace
@@ -861,7 +861,7 @@ class SandboxEmulator(kmock.KubernetesEmulator):
             columns.append((column["name"], kind, lambda obj, path=path: _get_path(obj, path)))
         return columns
 
-    def _as_table(self, request: rendering.Request, items: list[dict[str, Any]]) -> dict[str, Any] | None:
+    def _as_table(self, request: kmock.Request, items: list[dict[str, Any]]) -> dict[str, Any] | None:
         """kubectl asks for a Table; it gets the columns a cluster would show (CRD printer columns)."""
         if "as=Table" not in _header(request, "Accept") or request.resource is None:
             return None
@@ -903,10 +903,10 @@ class SandboxEmulator(kmock.KubernetesEmulator):
 
     # -- request handlers (kmock's fallbacks call these) ------------------------------------------
 
-    async def _serve_list(self, request: rendering.Request) -> kmock.Response:
+    async def _serve_list(self, request: kmock.Request) -> kmock.Response:
         return _ok(await self._do_list(request))
 
-    async def _do_list(self, request: rendering.Request) -> Any:
+    async def _do_list(self, request: kmock.Request) -> Any:
         info = self._resource_info(request)
         if info is None:
             return _status(404, "NotFound", "the server could not find the requested resource")
@@ -937,10 +937,10 @@ class SandboxEmulator(kmock.KubernetesEmulator):
             "items": items,
         }
 
-    async def _serve_fetch(self, request: rendering.Request) -> kmock.Response:
+    async def _serve_fetch(self, request: kmock.Request) -> kmock.Response:
         return _ok(await self._do_fetch(request))
 
-    async def _do_fetch(self, request: rendering.Request) -> Any:
+    async def _do_fetch(self, request: kmock.Request) -> Any:
         info = self._resource_info(request)
         if info is None:
             return _status(404, "NotFound", "the server could not find the requested resource")
@@ -954,10 +954,10 @@ class SandboxEmulator(kmock.KubernetesEmulator):
         table = self._as_table(request, [obj])
         return table if table is not None else obj
 
-    async def _serve_create(self, request: rendering.Request) -> kmock.Response:
+    async def _serve_create(self, request: kmock.Request) -> kmock.Response:
         return _ok(await self._do_create(request))
 
-    async def _do_create(self, request: rendering.Request) -> Any:
+    async def _do_create(self, request: kmock.Request) -> Any:
         info = self._resource_info(request)
         if info is None:
             return _status(404, "NotFound", "the server could not find the requested resource")
@@ -970,9 +970,7 @@ class SandboxEmulator(kmock.KubernetesEmulator):
                 return abort.response
         return kmock.Response(status=201, payload=created)
 
-    def _patch_body(
-        self, request: rendering.Request, info: kmock.ResourceInfo, current: dict[str, Any]
-    ) -> Any:
+    def _patch_body(self, request: kmock.Request, info: kmock.ResourceInfo, current: dict[str, Any]) -> Any:
         content_type = _content_type(request)
         data = request.data
         if content_type == "application/json-patch+json":
@@ -1002,7 +1000,7 @@ class SandboxEmulator(kmock.KubernetesEmulator):
             raise self._conflict(request, current)
         return merge_patch(copy.deepcopy(current), data)
 
-    def _conflict(self, request: rendering.Request, current: dict[str, Any]) -> _Abort:
+    def _conflict(self, request: kmock.Request, current: dict[str, Any]) -> _Abort:
         resource = request.resource
         assert resource is not None
         what = f"{resource.plural}.{resource.group}" if resource.group else resource.plural
@@ -1015,10 +1013,10 @@ class SandboxEmulator(kmock.KubernetesEmulator):
             {"name": name, "group": resource.group, "kind": resource.plural},
         )
 
-    async def _serve_update(self, request: rendering.Request) -> kmock.Response:
+    async def _serve_update(self, request: kmock.Request) -> kmock.Response:
         return _ok(await self._do_update(request))
 
-    async def _do_update(self, request: rendering.Request) -> Any:
+    async def _do_update(self, request: kmock.Request) -> Any:
         info = self._resource_info(request)
         if info is None or request.name is None:
             return _status(404, "NotFound", "the server could not find the requested resource")
@@ -1040,7 +1038,7 @@ class SandboxEmulator(kmock.KubernetesEmulator):
 
     async def _apply(
         self,
-        request: rendering.Request,
+        request: kmock.Request,
         info: kmock.ResourceInfo,
         key: ObjectKey,
         current: dict[str, Any] | None,
@@ -1100,10 +1098,10 @@ class SandboxEmulator(kmock.KubernetesEmulator):
         self._applied[(key, manager)] = config
         return result
 
-    async def _serve_replace(self, request: rendering.Request) -> kmock.Response:
+    async def _serve_replace(self, request: kmock.Request) -> kmock.Response:
         return _ok(await self._do_replace(request))
 
-    async def _do_replace(self, request: rendering.Request) -> Any:
+    async def _do_replace(self, request: kmock.Request) -> Any:
         info = self._resource_info(request)
         if info is None or request.name is None:
             return _status(404, "NotFound", "the server could not find the requested resource")
@@ -1139,10 +1137,10 @@ class SandboxEmulator(kmock.KubernetesEmulator):
             except _Abort as abort:
                 return abort.response
 
-    async def _serve_delete(self, request: rendering.Request) -> kmock.Response:
+    async def _serve_delete(self, request: kmock.Request) -> kmock.Response:
         return _ok(await self._do_delete(request))
 
-    async def _do_delete(self, request: rendering.Request) -> Any:
+    async def _do_delete(self, request: kmock.Request) -> Any:
         info = self._resource_info(request)
         if info is None or request.name is None:
             return _status(405, "MethodNotAllowed", "collection deletion is not supported by the sandbox")
@@ -1161,14 +1159,14 @@ class SandboxEmulator(kmock.KubernetesEmulator):
                 self._collect_dependents(current["metadata"]["uid"], orphan=True)
             return self._delete(key, current)
 
-    async def _serve_watch(self, request: rendering.Request) -> kmock.Response:
+    async def _serve_watch(self, request: kmock.Request) -> kmock.Response:
         info = self._resource_info(request)
         if info is None:
             return _status(404, "NotFound", "the server could not find the requested resource")
         stream = self._watch(request, info)
         return kmock.Response(status=200, headers={"Content-Type": "application/json"}, payload=stream)
 
-    async def _watch(self, request: rendering.Request, info: kmock.ResourceInfo) -> AsyncIterator[Any]:
+    async def _watch(self, request: kmock.Request, info: kmock.ResourceInfo) -> AsyncIterator[Any]:
         resource = request.resource
         assert resource is not None
         matches = self._filter(request)
@@ -1238,7 +1236,7 @@ class SandboxEmulator(kmock.KubernetesEmulator):
             self._watchers.get(resource, set()).discard(queue)
 
     def _bookmark(
-        self, request: rendering.Request, info: kmock.ResourceInfo, *, initial_end: bool
+        self, request: kmock.Request, info: kmock.ResourceInfo, *, initial_end: bool
     ) -> dict[str, Any]:
         api_version, kind = self._kind(request, info)
         meta: dict[str, Any] = {"resourceVersion": str(self._rv)}
@@ -1248,7 +1246,7 @@ class SandboxEmulator(kmock.KubernetesEmulator):
 
     # -- discovery ----------------------------------------------------------------------------------
 
-    async def _serve_version(self, request: rendering.Request) -> Any:
+    async def _serve_version(self, request: kmock.Request) -> Any:
         """kmock's APIResourceList, corrected: core's groupVersion is "v1" (not "/v1"), and a
         subresource has no short names or categories (kubectl warns about ambiguous short names)."""
         result = await super()._serve_version(request)
