@@ -159,6 +159,7 @@ def start_operator(
         prometheus: str | None = None,
         namespaces: list[str] | None = None,
         rules: list[dict[str, Any]] | None = None,
+        args: list[str] | None = None,
     ) -> OperatorProcess:
         """`rules` runs it under another ServiceAccount granted exactly those rules instead."""
         config = kubeconfig
@@ -171,6 +172,7 @@ def start_operator(
             tmp_path / "operator.log",
             namespaces=namespaces or [namespace],
             prometheus=prometheus,
+            args=args or (),
             verbose=True,
         ).start()
         started.append(process)

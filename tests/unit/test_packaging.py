@@ -552,3 +552,76 @@ def test_kustomize_manifests(helm: ModuleType) -> None:
     for key in same:
         assert mine[key] == theirs[key], f"manifests/ and the chart disagree on {key}"
     assert pod["volumes"] == chart_pod["volumes"]
+
+
+def test_chart_notifications_become_the_operator_settings(helm: ModuleType) -> None:
+    """Chart values → the Deployment's args → `canaria run`'s parser → the notification policy."""
+    from canaria.kube.operator import RunOptions, notification_settings
+
+    values = {
+        "watchNamespaces": ["ml"],
+        "notifications": {
+            "receivers": [{"name": "oncall", "format": "slack"}, {"name": "audit", "format": "json"}],
+            "defaultReceivers": ["oncall"],
+            "promotions": True,
+        },
+    }
+    objs = render(helm, values)
+    args = build_run_parser().parse_args(["run", *container_args(one(objs, "Deployment"))])
+    policy, secret = notification_settings(
+        RunOptions(
+            notification_receivers=tuple(args.notification_receiver),
+            notification_defaults=tuple(args.notification_default),
+            notify_promotions=args.notify_promotions,
+            notifications_secret=args.notifications_secret,
+        )
+    )
+    assert [(r.name, r.format) for r in policy.receivers] == [("oncall", "slack"), ("audit", "json")]
+    assert policy.default_receivers == ("oncall",) and policy.promotions
+    assert secret == (RELEASE_NS, "canaria-notifications")
+    # watching given namespaces, the operator gets exactly that one Secret of its own namespace
+    (role,) = [r for r in of_kind(objs, "Role") if r["metadata"]["namespace"] == RELEASE_NS]
+    assert role["rules"] == [
+        {
+            "apiGroups": [""],
+            "resources": ["secrets"],
+            "resourceNames": ["canaria-notifications"],
+            "verbs": ["get"],
+        }
+    ]
+    off = container_args(one(render(helm), "Deployment"))
+    assert not any(a.startswith("--notification") for a in off)
+    with helm.Chart.load(str(CHART)) as chart, pytest.raises(helm.HelmValuesError):
+        chart.validate_schema({"notifications": {"receivers": [{"name": "oncall", "format": "teams"}]}})
+
+
+def build_run_parser() -> Any:
+    from canaria.cli.main import build_parser
+
+    return build_parser()
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        ({"notification_receivers": ("oncall=teams",)}, "use NAME=slack or NAME=json"),
+        ({"notification_receivers": ("oncall=slack",)}, "needs --notifications-secret"),
+        (
+            {"notification_receivers": ("oncall=slack",), "notifications_secret": "no-slash"},
+            "use NAMESPACE/NAME",
+        ),
+        (
+            {
+                "notification_receivers": ("oncall=slack",),
+                "notifications_secret": "ns/s",
+                "notification_defaults": ("pager",),
+            },
+            "'pager' is not a --notification-receiver",
+        ),
+    ],
+)
+def test_notification_flags_are_checked(flags: dict[str, Any], message: str) -> None:
+    from canaria.kube.operator import RunOptions, notification_settings
+
+    with pytest.raises(ValueError, match=message):
+        notification_settings(RunOptions(**flags))

@@ -23,6 +23,10 @@ def _run(args: argparse.Namespace) -> int:
             bind_address=args.bind_address,
             log_format=args.log_format,
             verbose=args.verbose,
+            notification_receivers=tuple(args.notification_receiver or ()),
+            notification_defaults=tuple(args.notification_default or ()),
+            notify_promotions=args.notify_promotions,
+            notifications_secret=args.notifications_secret,
         )
     )
 
@@ -112,6 +116,29 @@ def build_parser() -> argparse.ArgumentParser:
         "--log-format", choices=("plain", "json"), default="plain", help="log format (default plain)"
     )
     run.add_argument("--verbose", "-v", action="store_true", help="debug logging")
+    notify = run.add_argument_group("notifications (webhooks naming the owner; see docs/notifications.md)")
+    notify.add_argument(
+        "--notifications-secret",
+        metavar="NAMESPACE/NAME",
+        help="Secret holding one webhook URL per receiver (key: receiver name)",
+    )
+    notify.add_argument(
+        "--notification-receiver",
+        action="append",
+        metavar="NAME=FORMAT",
+        help="a receiver and its payload format, slack or json (repeatable)",
+    )
+    notify.add_argument(
+        "--notification-default",
+        action="append",
+        metavar="NAME",
+        help="receivers for ModelDeployments that name none (repeatable; default: every receiver)",
+    )
+    notify.add_argument(
+        "--notify-promotions",
+        action="store_true",
+        help="also notify promotions (a ModelDeployment may say otherwise); Warnings are always sent",
+    )
     run.set_defaults(func=_run)
 
     crd = commands.add_parser("crd", help="print the ModelDeployment CustomResourceDefinition")

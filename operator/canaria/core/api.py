@@ -398,6 +398,20 @@ def _check_template(template: dict[str, Any]) -> dict[str, Any]:
     return template
 
 
+class NotificationsSpec(CamelModel):
+    """Who hears about this model's transitions (receivers are configured operator-wide)."""
+
+    receivers: list[DnsLabel] | None = Field(
+        None,
+        max_length=8,
+        description="Names of operator-wide receivers (keys of the operator's notifications Secret); "
+        "default: the operator's default receivers. Warning transitions always go to them.",
+    )
+    promotions: bool | None = Field(
+        None, description="Also notify promotions and completed bakes (default: the operator's setting)."
+    )
+
+
 class ModelDeploymentSpec(CamelModel):
     """Which model version should serve, and how a new version earns its traffic."""
 
@@ -414,6 +428,9 @@ class ModelDeploymentSpec(CamelModel):
     rollout: Rollout = Field(default_factory=Rollout, description="Canary steps, analysis and bake.")
     prometheus: PrometheusSpec = Field(default_factory=PrometheusSpec, description="Prometheus connection.")
     paused: bool = Field(False, description="Hold the rollout where it is (analysis keeps running).")
+    notifications: NotificationsSpec | None = Field(
+        None, description="Webhook notifications of this model's transitions, naming its owner."
+    )
 
 
 # ------------------------------------------------------------------------------------------- status
@@ -552,6 +569,7 @@ class HistoryEntry(CamelModel):
     message: str = Field("", description="What happened, with values.")
     user: str | None = Field(None, description="Who asked for it, when a person did.")
     change_reason: str | None = Field(None, description="canaria.dev/change-reason of the spec change.")
+    warning: bool | None = Field(None, description="A Warning transition (its Event is a Warning).")
 
 
 class CommandRecord(CamelModel):
@@ -575,6 +593,18 @@ class RecordedEvaluation(CamelModel):
     version: str = Field(description="Model version.")
     evaluation: dict[str, float] = Field(default_factory=dict, description="Its spec.model.evaluation.")
     at: datetime | None = Field(None, description="When it was recorded (its gates passed).")
+
+
+class NotificationRecord(CamelModel):
+    """Delivery state of one receiver: the last transition handled, and the failing one if any."""
+
+    receiver: str = Field(description="Receiver name (never its URL).")
+    delivered_seq: int = Field(0, ge=0, description="History seq up to which every notification is handled.")
+    delivered_at: datetime | None = Field(None, description="When the last notification was delivered.")
+    attempts: int = Field(0, ge=0, description="Failed attempts at the failing notification.")
+    failing_seq: int | None = Field(None, description="History seq of the notification being retried.")
+    last_error: str | None = Field(None, description="The receiver's answer to the last failed attempt.")
+    next_attempt_at: datetime | None = Field(None, description="When the failing one is tried again.")
 
 
 class ModelDeploymentStatus(CamelModel):
@@ -611,6 +641,9 @@ class ModelDeploymentStatus(CamelModel):
     )
     history: list[HistoryEntry] = Field(
         default_factory=list, max_length=HISTORY_LIMIT, description=f"Last {HISTORY_LIMIT} transitions."
+    )
+    notifications: list[NotificationRecord] = Field(
+        default_factory=list, max_length=16, description="Webhook delivery state, one entry per receiver."
     )
 
 

@@ -184,6 +184,7 @@ class _Run:
             message=message,
             user=user,
             change_reason=change_reason,
+            warning=warning or None,
         )
         status.history = [*status.history, entry][-HISTORY_LIMIT:]
         status.phase = to

@@ -20,6 +20,7 @@ from kubernetes import client, config
 from canaria import GROUP, PLURAL, VERSION
 from canaria.core.commands import COMMAND_ANNOTATION
 from canaria.kube.cluster import Forbidden, NamespaceTerminating
+from canaria.kube.notify import Notifier
 from canaria.kube.reconciler import Reconciler, Settings
 from canaria.kube.telemetry import RECONCILE_ERRORS
 from canaria.kube.workloads import MD_LABEL
@@ -56,7 +57,11 @@ def configure(settings: Settings, kubeconfig: str | None) -> None:
             config.load_kube_config()
         api = client.ApiClient()
     Runtime.kubeconfig = kubeconfig
-    Runtime.reconciler = Reconciler(Cluster(api), settings)
+    cluster = Cluster(api)
+    notifier = None
+    if settings.notification_policy.receivers:
+        notifier = Notifier(cluster, settings.notification_policy, settings.notifications_secret).start()
+    Runtime.reconciler = Reconciler(cluster, settings, notifier=notifier)
 
 
 def _waker(namespace: str, name: str) -> asyncio.Event:

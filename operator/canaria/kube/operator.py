@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from canaria.core.notifications import Policy, Receiver
+
 
 @dataclass(frozen=True)
 class RunOptions:
@@ -21,6 +23,33 @@ class RunOptions:
     bind_address: str = "0.0.0.0"
     log_format: str = "plain"
     verbose: bool = False
+    notification_receivers: tuple[str, ...] = ()  # NAME=FORMAT (slack or json)
+    notification_defaults: tuple[str, ...] = ()
+    notify_promotions: bool = False
+    notifications_secret: str | None = None  # NAMESPACE/NAME
+
+
+def notification_settings(options: RunOptions) -> tuple[Policy, tuple[str, str] | None]:
+    """The notification policy the flags describe; a ValueError names the flag at fault."""
+    receivers = []
+    for item in options.notification_receivers:
+        name, _, fmt = item.partition("=")
+        if not name or fmt not in ("slack", "json"):
+            raise ValueError(f"--notification-receiver {item!r}: use NAME=slack or NAME=json")
+        receivers.append(Receiver(name, fmt))  # type: ignore[arg-type]
+    policy = Policy(tuple(receivers), tuple(options.notification_defaults), options.notify_promotions)
+    for name in policy.default_receivers:
+        if policy.receiver(name) is None:
+            raise ValueError(f"--notification-default {name!r} is not a --notification-receiver")
+    secret = None
+    if options.notifications_secret:
+        namespace, _, name = options.notifications_secret.partition("/")
+        if not namespace or not name:
+            raise ValueError(f"--notifications-secret {options.notifications_secret!r}: use NAMESPACE/NAME")
+        secret = (namespace, name)
+    elif receivers:
+        raise ValueError("--notification-receiver needs --notifications-secret (where the URLs are)")
+    return policy, secret
 
 
 def run(options: RunOptions) -> int:
@@ -35,7 +64,13 @@ def run(options: RunOptions) -> int:
         verbose=options.verbose,
         log_format={"plain": kopf.LogFormat.PLAIN, "json": kopf.LogFormat.JSON}[options.log_format],
     )
-    handlers.configure(Settings(prometheus_address=options.prometheus_address), options.kubeconfig)
+    policy, secret = notification_settings(options)
+    settings = Settings(
+        prometheus_address=options.prometheus_address,
+        notification_policy=policy,
+        notifications_secret=secret,
+    )
+    handlers.configure(settings, options.kubeconfig)
     if options.metrics_port:
         start_http_server(options.metrics_port, addr=options.bind_address)
     telemetry.UP.set(1)

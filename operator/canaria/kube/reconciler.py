@@ -20,10 +20,12 @@ from pydantic import ValidationError
 from canaria.core.actions import ApplyWorkload, Decision, EmitEvent
 from canaria.core.api import MetricResult, ModelDeployment, ModelDeploymentStatus, Verdict
 from canaria.core.engine import analysis_due, analysis_variables, decide, invalid_spec_status
+from canaria.core.notifications import Policy
 from canaria.core.observations import AnalysisRun
 from canaria.core.problems import describe_errors
 from canaria.kube import telemetry as metrics
 from canaria.kube.cluster import Cluster, Conflict
+from canaria.kube.notify import Notifier
 from canaria.providers import prometheus as prometheus_analysis
 
 log = logging.getLogger("canaria.kube.reconciler")
@@ -36,6 +38,8 @@ class Settings:
     """Operator-wide options (from `canaria run`)."""
 
     prometheus_address: str | None = None
+    notification_policy: Policy = dataclasses.field(default_factory=Policy)
+    notifications_secret: tuple[str, str] | None = None  # (namespace, name): one webhook URL per receiver
 
 
 def _utcnow() -> datetime:
@@ -43,10 +47,17 @@ def _utcnow() -> datetime:
 
 
 class Reconciler:
-    def __init__(self, cluster: Cluster, settings: Settings, clock: Callable[[], datetime] = _utcnow) -> None:
+    def __init__(
+        self,
+        cluster: Cluster,
+        settings: Settings,
+        clock: Callable[[], datetime] = _utcnow,
+        notifier: Notifier | None = None,
+    ) -> None:
         self.cluster = cluster
         self.settings = settings
         self.clock = clock
+        self.notifier = notifier
 
     def reconcile(self, namespace: str, name: str) -> Decision | None:
         """Reconcile until the status write lands; conflicts (someone changed the object) are redone
@@ -84,6 +95,10 @@ class Reconciler:
             if isinstance(action, EmitEvent):
                 self.cluster.post_event(body, action, related_version=action.version)
                 metrics.TRANSITIONS.labels(namespace=namespace, name=name, reason=action.reason).inc()
+        if self.notifier is not None:
+            after = ModelDeployment(metadata=md.metadata, spec=md.spec, status=decision.status)
+            if self.notifier.owes(after):
+                self.notifier.kick(namespace, name)
         if any(isinstance(a, ApplyWorkload) for a in decision.actions):
             log.info(
                 "%s/%s: %s", namespace, name, [a for a in decision.actions if not isinstance(a, EmitEvent)]
