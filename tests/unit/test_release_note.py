@@ -42,7 +42,8 @@ def test_a_promoted_version_has_lineage_outcome_duration_and_rollback(promoted: 
     assert "## Release note: fraud-v2" in markdown
     assert "| **Code** | git c0ffee-v2 |" in markdown
     assert "| **Training run** | run-v2 |" in markdown
-    assert "auc 0.952" in markdown
+    assert note.primary_metric == "auc" and note.primary_delta == pytest.approx(0.952 - 0.94)
+    assert "auc 0.952 (+0.012 vs v1)" in markdown
     assert "`canaria rollback fraud -n ml --to v1`" in markdown
     assert "| **Why** | retrained on January data |" in markdown
     assert to_json(note)["replaced"] == "v1"

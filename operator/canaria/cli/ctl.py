@@ -136,6 +136,25 @@ def cmd_history(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_release_note(args: argparse.Namespace) -> int:
+    from canaria.core.api import ModelDeployment
+    from canaria.core.release_note import UnknownVersion, release_note, to_json, to_markdown
+
+    resource = _session(args).get(args.name)
+    if resource.spec is None:
+        raise CtlError(f"{args.name}: {resource.spec_problem}")
+    md = ModelDeployment(metadata=resource.metadata, spec=resource.spec, status=resource.status)
+    try:
+        note = release_note(md, args.version)
+    except UnknownVersion as exc:
+        raise CtlError(str(exc)) from exc
+    if args.output == "json":
+        _dump(to_json(note), "json")
+    else:
+        sys.stdout.write(to_markdown(note))
+    return 0
+
+
 def _wait_for(what: str, probe: Callable[[], Any], timeout: float, interval: float = 0.5) -> Any:
     deadline = time.monotonic() + timeout
     while True:
@@ -311,6 +330,18 @@ def add_commands(commands: Any) -> None:
         example="history fraud -o yaml",
     )
     history.add_argument("name", metavar="NAME")
+
+    note = add(
+        "release-note",
+        "the release note of a model version: lineage, metric deltas, live analysis, outcome, rollback",
+        cmd_release_note,
+        example="release-note fraud --version v12 > RELEASE.md",
+    )
+    note.add_argument("name", metavar="NAME")
+    note.add_argument("--version", metavar="VERSION", help="the version (default: the one the spec names)")
+    note.add_argument(
+        "-o", "--output", choices=("markdown", "json"), default="markdown", help="format (default markdown)"
+    )
 
     helps = {
         "promote": (

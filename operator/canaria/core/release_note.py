@@ -105,7 +105,7 @@ def _evaluation_of(md: ModelDeployment, version: str | None) -> dict[str, float]
         return {}
     if md.spec.model.version == version and md.spec.model.evaluation:
         return dict(md.spec.model.evaluation)
-    for recorded in getattr(md.status, "evaluations", None) or ():
+    for recorded in md.status.evaluations:
         if recorded.version == version:
             return dict(recorded.evaluation)
     return {}
