@@ -251,9 +251,9 @@ CASES = [
         "v2",
         None,
         "v1",
-        {"v1": 0, "v2": 4},
+        {"v1": 4, "v2": 4},  # v1 kept warm for the bake, no longer selected by the Service
         [("Normal", "Promoted")],
-        {"Promoted": ["v1 → v2", "baking 30m"]},
+        {"Promoted": ["v1 → v2", "baking 30m", "v1 kept warm"]},
     ),
     Case(
         "bake-completed",
@@ -396,7 +396,7 @@ CASES = [
         "v1",
         None,
         "v1",
-        {"v1": 4, "v2": 4},  # v2 serves on until v1 is back at full size
+        {"v1": 4},  # v1 was kept warm for the bake: back at full size at once, v2 goes
         [("Normal", "RolledBack")],
         {"RolledBack": ["rolled back to v1", "last known good", "was serving v2"]},
     ),
@@ -905,9 +905,11 @@ def test_canary_progress_deadline_from_the_deployment_condition() -> None:
     assert world.status.rejected.reason == "ProgressDeadlineExceeded"
 
 
-def test_bake_keeps_previous_version_scaled_to_zero_and_revert_scales_it_up() -> None:
-    world = _baking()
-    assert world.replicas() == {"v1": 0, "v2": 4}
+def test_bake_with_nothing_kept_warm_keeps_previous_at_zero_and_revert_scales_it_up() -> None:
+    world = healthy_world(rollout={"bake": "30m", "keepPrevious": {"for": "1h", "replicas": 0}})
+    world.release("v2", change_reason=REASON)
+    world.run_until(lambda w: w.phase == "Baking", step=5)
+    assert world.replicas() == {"v1": 0, "v2": 4} and world.status.warm is None
     applied = desired_workloads(world.spec, world.status, world.observe())
     assert applied == {"v2": ("s3://models/fraud/v2", 4), "v1": ("s3://models/fraud/v1", 0)}
     world.send("abort", id="a")
@@ -1015,7 +1017,7 @@ def test_service_port_change_reapplies_the_service_only() -> None:
     world = healthy_world()
     world.edit(service={"port": 8000})
     decision = world.tick(1)
-    assert decision.actions == (ApplyService(8000, 8080),)
+    assert decision.actions == (ApplyService(8000, 8080, version="v1"),)
 
 
 def test_replicas_change_mid_step_rescales_without_reverting() -> None:

@@ -285,7 +285,7 @@ class Checker:
 def _applied(obs: Observations, decision: Decision) -> Observations:
     """The observations once the decision's actions took effect, before any new pod became ready."""
     workloads = dict(obs.workloads)
-    ports = obs.service_ports
+    ports, pinned = obs.service_ports, obs.service_version
     for action in decision.actions:
         if isinstance(action, ApplyWorkload):
             # the Deployment controller has not caught up yet: status.observedGeneration lags behind
@@ -309,11 +309,12 @@ def _applied(obs: Observations, decision: Decision) -> Observations:
         elif isinstance(action, DeleteWorkload):
             workloads.pop(action.version, None)
         elif isinstance(action, ApplyService):
-            ports = (action.port, action.target_port)
+            ports, pinned = (action.port, action.target_port), action.version
     return Observations(
         generation=obs.generation,
         workloads=workloads,
         service_ports=ports,
+        service_version=pinned,
         analysis=None,
         command=obs.command,
         change_reason=obs.change_reason,

@@ -1,7 +1,8 @@
 """A tiny simulated cluster for engine tests.
 
 `World` holds what the operator's shell would see and touch: the spec (as the user wrote it), the status
-(as last patched), a clock, one Deployment per model version, the Service's ports and the Events posted.
+(as last patched), a clock, one Deployment per model version, the Service's ports and the version it
+selects, and the Events posted.
 `tick()` does what one reconciliation does, with no I/O:
 
 1. advance the clock; Deployments whose pods had time to start become ready (per-version policy);
@@ -162,6 +163,7 @@ class World:
     generation: int = 1
     workloads: dict[str, Workload] = field(default_factory=dict)
     service_ports: tuple[int, int] | None = None
+    service_version: str | None = None  # the one version the Service selects (None: every version)
     events: list[EmitEvent] = field(default_factory=list)
     decisions: list[Decision] = field(default_factory=list)
     analysis_runs: list[AnalysisRun] = field(default_factory=list)
@@ -239,6 +241,7 @@ class World:
             generation=self.generation,
             workloads={v: w.observe() for v, w in self.workloads.items()},
             service_ports=self.service_ports,
+            service_version=self.service_version,
             analysis=None,
             command=command if command is not None else self.command,
             change_reason=self.change_reason,
@@ -351,6 +354,7 @@ class World:
                 self.workloads.pop(action.version, None)
             elif isinstance(action, ApplyService):
                 self.service_ports = (action.port, action.target_port)
+                self.service_version = action.version
             elif isinstance(action, EmitEvent):
                 self.events.append(action)
             else:  # pragma: no cover - a new action kind needs a line here

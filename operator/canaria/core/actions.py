@@ -54,10 +54,12 @@ class DeleteWorkload:
 
 @dataclass(frozen=True)
 class ApplyService:
-    """Create or update the Service that selects every version of the model."""
+    """Create or update the model's Service: it selects every version (the replica-ratio split), or
+    only `version` (outside a canary, so that a version kept warm gets no traffic)."""
 
     port: int
     target_port: int
+    version: str | None = None
 
 
 Action = EmitEvent | ApplyWorkload | ScaleWorkload | DeleteWorkload | ApplyService

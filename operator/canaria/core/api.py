@@ -311,6 +311,27 @@ class TrafficRouting(CamelModel):
     )
 
 
+class KeepPrevious(CamelModel):
+    """The previous version kept ready, with no traffic, after a promotion: a rollback moves traffic, not
+    pods."""
+
+    for_: Duration = Field(
+        alias="for",
+        description="How long after the promotion the previous version stays ready (also for the whole "
+        "bake, if that is longer); then it is scaled away.",
+    )
+    replicas: int | None = Field(
+        None,
+        ge=0,
+        le=1000,
+        description="Replicas kept ready; default: spec.replicas (the full count). 0 keeps nothing warm.",
+    )
+
+    @property
+    def for_seconds(self) -> float:
+        return parse_duration(self.for_)
+
+
 def _default_steps() -> list[Step]:
     return [Step(weight=100)]
 
@@ -345,6 +366,11 @@ class Rollout(CamelModel):
         "10m", description="How long a canary may take to become ready at a step before it is reverted."
     )
     traffic_routing: TrafficRouting | None = Field(None, description="Traffic split; default: replica ratio.")
+    keep_previous: KeepPrevious | None = Field(
+        None,
+        description="Keep the previous version ready, with no traffic, for a window after each promotion "
+        "(during a bake it is kept ready at spec.replicas unless this says otherwise).",
+    )
 
     @field_validator("steps")
     @classmethod
@@ -460,6 +486,15 @@ class VersionRef(CamelModel):
     uri: str = Field(description="Model URI.")
     lineage: Lineage | None = Field(None, description="Lineage recorded when it was deployed.")
     since: datetime | None = Field(None, description="When it took this role.")
+
+
+class WarmStatus(VersionRef):
+    """The previous version, kept ready with no traffic so that a revert or rollback moves only traffic."""
+
+    replicas: int = Field(ge=0, description="Replicas kept ready.")
+    until: datetime | None = Field(
+        None, description="When it is scaled away (absent: when the bake ends, or later by keepPrevious)."
+    )
 
 
 class PromoteRequest(CamelModel):
@@ -622,6 +657,9 @@ class ModelDeploymentStatus(CamelModel):
         None, description="Version reverted or refused, not retried automatically."
     )
     bake_started_at: datetime | None = Field(None, description="When the current bake began.")
+    warm: WarmStatus | None = Field(
+        None, description="The previous version kept ready with no traffic, and until when."
+    )
     control_paused: bool | None = Field(None, description="Paused by `canaria pause` (not by the spec).")
     analysis: AnalysisStatus = Field(
         default_factory=AnalysisStatus, description="Analysis counters and results."

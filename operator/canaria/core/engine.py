@@ -15,8 +15,9 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Literal
 
 from canaria.core.actions import (
@@ -45,6 +46,7 @@ from canaria.core.api import (
     Rejection,
     Verdict,
     VersionRef,
+    WarmStatus,
 )
 from canaria.core.commands import Command
 from canaria.core.durations import format_duration
@@ -86,6 +88,12 @@ def template_hash(spec: ModelDeploymentSpec, version: str, uri: str) -> str:
         del _HASHES[next(iter(_HASHES))]
     _HASHES[key] = (template, digest)
     return digest
+
+
+def warm_replicas(spec: ModelDeploymentSpec) -> int:
+    """Replicas the previous version is kept ready with: keepPrevious.replicas, else the full count."""
+    keep = spec.rollout.keep_previous
+    return spec.replicas if keep is None or keep.replicas is None else keep.replicas
 
 
 def analysed_version(status: ModelDeploymentStatus) -> str | None:
@@ -218,6 +226,7 @@ def decide(
     run.status.observed_generation = observations.generation
     _handle_command(run)
     _advance(run)
+    _release_warm_when_due(run)
     if run.status.phase == Phase.PAUSED and analysed_version(run.status) and spec.rollout.analysis.metrics:
         run.requeue.append(_next_analysis_in(run))  # a held rollout is still analysed on its interval
     _reconcile_workloads(run)
@@ -366,6 +375,8 @@ def _advance(run: _Run) -> None:
                 f"spec names {desired}, the last known good version (was serving {serving})",
                 user=run.obs.changed_by,
             )
+        elif _is_warm(status, spec):
+            _rollback_to_warm(run)
         else:
             _start_rollout(run)
     elif status.bake_started_at is not None:
@@ -513,6 +524,9 @@ def _start_rollout(run: _Run) -> None:
         status.canary = status.canary.model_copy(update=dict(ready_at=run.now))
     status.analysis = AnalysisStatus()
     status.bake_started_at = None
+    # a canary's revert goes back to the stable, which serves; a version kept warm would also take a
+    # share of the replica-ratio split, so it goes before the canary gets traffic
+    status.warm = None
     retry = " (retry)" if run.retry_by else ""
     run.transition(
         Phase.PROGRESSING,
@@ -772,12 +786,15 @@ def _promote(run: _Run, detail: str, command: PromoteRequest | None) -> None:
     spec, status = run.spec, run.status
     canary = status.canary
     previous = status.stable.version
+    status.warm = _keep_warm(run, status.last_known_good, canary.version)
     status.stable = VersionRef.model_construct(
         version=canary.version, uri=canary.uri, lineage=canary.lineage, since=run.now
     )
     status.canary = None
     status.analysis = status.analysis.model_copy(update=dict(failures=0, inconclusive=0))
     message = f"{run.name} {previous} → {canary.version} promoted: {detail}"
+    if status.warm is not None:
+        message += f"; {status.warm.version} kept warm ({status.warm.replicas} replicas, no traffic)"
     if spec.rollout.bake:
         status.bake_started_at = run.now
         run.transition(
@@ -822,6 +839,11 @@ def _finish_bake(run: _Run, detail: str, command: PromoteRequest | None = None) 
     status.bake_started_at = None
     status.control_paused = None  # the rollout is over: a hold of it must not outlive it
     status.last_known_good = status.stable
+    warm = status.warm
+    if warm is not None and (warm.until is None or warm.until <= run.now):
+        status.warm = None  # kept for the bake only (or its keepPrevious window is over)
+    elif warm is not None:
+        detail += f"; {warm.version} kept warm until {warm.until.isoformat()}"
     run.transition(
         Phase.HEALTHY,
         "BakeCompleted",
@@ -845,6 +867,7 @@ def _revert(
         status.rejected = Rejection.model_construct(version=failed, reason=cause, message=detail, at=run.now)
     status.stable = target.model_copy(update=dict(since=run.now))
     status.canary = None
+    status.warm = None  # it serves now (the usual case), or it is not where a revert goes
     status.bake_started_at = None
     status.control_paused = None
     status.analysis = status.analysis.model_copy(update=dict(failures=0, inconclusive=0))
@@ -866,6 +889,81 @@ def _revert(
         warning=True,
         user=user,
         command=command,
+    )
+
+
+def _keep_warm(run: _Run, previous: VersionRef | None, promoted: str) -> WarmStatus | None:
+    """What stays ready after a promotion: the version a revert or rollback goes back to, during the
+    bake (at the full count unless keepPrevious says otherwise) and for keepPrevious.for after it."""
+    spec = run.spec
+    keep, replicas = spec.rollout.keep_previous, warm_replicas(spec)
+    if (
+        previous is None
+        or previous.version == promoted
+        or replicas == 0
+        or (keep is None and not spec.rollout.bake)
+    ):
+        return None
+    until = run.now + timedelta(seconds=keep.for_seconds) if keep is not None else None
+    return WarmStatus.model_construct(
+        version=previous.version,
+        uri=previous.uri,
+        lineage=previous.lineage,
+        since=run.now,
+        replicas=replicas,
+        until=until,
+    )
+
+
+def _is_warm(status: ModelDeploymentStatus, spec: ModelDeploymentSpec) -> bool:
+    """The spec names the version kept warm, as it was deployed (same URI)."""
+    warm = status.warm
+    return warm is not None and (warm.version, warm.uri) == (spec.model.version, spec.model.uri)
+
+
+def _rollback_to_warm(run: _Run) -> None:
+    """The spec names the previous version again while it is kept warm: traffic moves to it at once; it
+    served before and was the last known good, so it is not rolled out again as a canary."""
+    status, warm = run.status, run.status.warm
+    serving = status.stable.version
+    status.stable = VersionRef.model_construct(
+        version=warm.version, uri=warm.uri, lineage=warm.lineage, since=run.now
+    )
+    status.last_known_good = status.stable
+    status.warm = None
+    status.bake_started_at = None
+    status.control_paused = None
+    run.transition(
+        Phase.HEALTHY,
+        "RolledBack",
+        f"{run.name} rolled back {serving} → {warm.version}, kept warm: traffic moved, no pod started",
+        version=warm.version,
+        user=run.obs.changed_by,
+    )
+
+
+def _release_warm_when_due(run: _Run) -> None:
+    """Past keepPrevious.for (and after the bake) the previous version is scaled away."""
+    status = run.status
+    warm = status.warm
+    if warm is None or warm.until is None:
+        return
+    if status.bake_started_at is not None:
+        return  # the bake keeps it; the bake's end decides
+    left = (warm.until - run.now).total_seconds()
+    if left > 0:
+        run.requeue.append(left)
+        return
+    status.warm = None
+    run.actions.append(
+        EmitEvent(
+            "Normal",
+            "PreviousReleased",
+            f"{run.name} {warm.version} no longer kept warm: its keepPrevious window ended "
+            f"{warm.until.isoformat()}",
+            key=f"warm-{warm.version}-{int(warm.until.timestamp())}",
+            version=warm.version,
+        )
     )
 
 
@@ -920,10 +1018,50 @@ def desired_workloads(
             previous = spec.rollout.steps[canary.step - 1].weight if canary.step > 0 else 0
             rest = split_replicas(spec.replicas, previous)[1]
         desired = {stable.version: (stable.uri, rest), canary.version: (canary.uri, want)}
-    lkg = status.last_known_good
-    if status.bake_started_at is not None and lkg is not None and lkg.version != stable.version:
+    lkg, warm = status.last_known_good, status.warm
+    if warm is not None and warm.version not in desired:
+        # ready with no traffic: it scales up to its warm count once the Service selects the stable alone
+        # (see service_version; until then it is the version leaving, serving at the size it had)
+        seen = obs.workloads.get(warm.version)
+        pinned = canary is None and (
+            obs.service_version == stable.version or _serves_fully(obs, stable.version, spec.replicas)
+        )
+        desired[warm.version] = (warm.uri, warm.replicas if pinned else (seen.replicas if seen else 0))
+    elif status.bake_started_at is not None and lkg is not None and lkg.version != stable.version:
         desired[lkg.version] = (lkg.uri, 0)  # kept, scaled to zero, during bake: a revert is a scale-up
     return desired
+
+
+def service_version(
+    spec: ModelDeploymentSpec,
+    status: ModelDeploymentStatus,
+    obs: Observations,
+    *,
+    leaving: Iterable[str] = (),
+) -> str | None:
+    """The one version the model's Service selects, or None for every version of the model.
+
+    With replica-ratio routing a Pod takes traffic as soon as the Service selects it, so "ready with no
+    traffic" needs a Service that selects only what serves. Outside a canary it selects the stable
+    alone, once the stable serves at full size or it already did (until then a version leaving keeps
+    serving, as before); a rejected version never holds it back. During a canary it selects every version
+    (the split is the replica ratio), except while a version that has no role any more still has ready
+    Pods: they would take a share, so the Service stays on the stable until they are gone (`leaving`:
+    versions being deleted by this decision, which count as gone).
+    """
+    stable = status.stable
+    if stable is None:
+        return None
+    canary = status.canary
+    roles = {stable.version, canary.version if canary is not None else None}
+    rejected = status.rejected.version if status.rejected else None
+    gone = set(leaving)
+    others = {v for v, w in obs.workloads.items() if v not in roles | gone and w.ready_replicas > 0}
+    if canary is not None:
+        return stable.version if others else None
+    if obs.service_version == stable.version or _serves_fully(obs, stable.version, spec.replicas):
+        return stable.version
+    return None if others - {rejected} else stable.version
 
 
 def _serves_fully(obs: Observations, version: str, replicas: int) -> bool:
@@ -934,27 +1072,39 @@ def _serves_fully(obs: Observations, version: str, replicas: int) -> bool:
 def _reconcile_workloads(run: _Run) -> None:
     spec, obs = run.spec, run.obs
     desired = desired_workloads(spec, run.status, obs)
+    changes: list[Action] = []
     for version, (uri, replicas) in desired.items():
         seen = obs.workloads.get(version)
         if seen is not None and version != spec.model.version:
             if seen.replicas != replicas:
-                run.actions.append(ScaleWorkload(version, replicas))
+                changes.append(ScaleWorkload(version, replicas))
             continue
         digest = template_hash(spec, version, uri)
         if seen is None or seen.replicas != replicas or seen.template_hash != digest:
-            run.actions.append(ApplyWorkload(version, uri, replicas, digest))
+            changes.append(ApplyWorkload(version, uri, replicas, digest))
     stable = run.status.stable
     rejected = run.status.rejected.version if run.status.rejected else None
-    serving = stable is not None and _serves_fully(obs, stable.version, desired[stable.version][1])
+    serving = stable is not None and (
+        _serves_fully(obs, stable.version, desired[stable.version][1])
+        or (run.status.canary is None and obs.service_version == stable.version)
+    )
+    leaving = []
     for version in sorted(set(obs.workloads) - set(desired)):
         # a version leaving (the old stable at promotion, an abandoned canary) keeps serving until the
-        # stable serves at full size; a rejected one, or one with nothing ready, goes at once
+        # stable serves at full size (or the Service selects the stable alone); a rejected one, or one
+        # with nothing ready, goes at once
         if serving or version == rejected or obs.workloads[version].ready_replicas == 0:
-            run.actions.append(DeleteWorkload(version))
+            leaving.append(version)
         else:
             run.requeue.append(WAIT_FOR_READY)
-    if run.status.stable is not None and obs.service_ports != (spec.service.port, spec.service.target_port):
-        run.actions.append(ApplyService(spec.service.port, spec.service.target_port))
+    pin = service_version(spec, run.status, obs, leaving=leaving)
+    ports = (spec.service.port, spec.service.target_port)
+    if stable is not None and (obs.service_ports != ports or obs.service_version != pin):
+        # first: a revert to a warm version moves traffic before anything is deleted, and a version
+        # kept warm scales up only once the Service no longer selects it
+        run.actions.append(ApplyService(*ports, version=pin))
+    run.actions.extend(changes)
+    run.actions.extend(DeleteWorkload(version) for version in leaving)
 
 
 # --------------------------------------------------------------------------------------- conditions

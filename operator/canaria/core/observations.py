@@ -57,6 +57,7 @@ class Observations:
     generation: int = 1
     workloads: dict[str, WorkloadObservation] = field(default_factory=dict)
     service_ports: tuple[int, int] | None = None  # (port, targetPort) of the model's Service, if it exists
+    service_version: str | None = None  # the one version the Service selects; None: every version
     analysis: AnalysisRun | None = None
     command: Command | None = None
     change_reason: str | None = None

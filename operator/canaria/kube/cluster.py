@@ -145,26 +145,30 @@ class Cluster:
             if any(o.uid == uid for o in owners) and VERSION_LABEL in (deployment.metadata.labels or {}):
                 observed = _workload(deployment)
                 workloads[observed.version] = observed
+        service_ports, service_version = self._service(namespace, name, uid)
         return Observations(
             generation=meta.get("generation") or 1,
             workloads=workloads,
-            service_ports=self._service_ports(namespace, name, uid),
+            service_ports=service_ports,
+            service_version=service_version,
             command=command,
             change_reason=(meta.get("annotations") or {}).get(CHANGE_REASON_ANNOTATION),
             changed_by=_changed_by(meta),
         )
 
-    def _service_ports(self, namespace: str, name: str, uid: str) -> tuple[int, int] | None:
+    def _service(self, namespace: str, name: str, uid: str) -> tuple[tuple[int, int] | None, str | None]:
+        """(port, targetPort) of the model's Service and the one version it selects (None: all)."""
         try:
             service = call(f"get services in {namespace}", self.core.read_namespaced_service, name, namespace)
         except ApiException as exc:
             if exc.status == 404:
-                return None
+                return None, None
             raise
         if not any(o.uid == uid for o in service.metadata.owner_references or []):
-            return None  # not ours (yet): applying it will say so if someone else owns it
+            return None, None  # not ours (yet): applying it will say so if someone else owns it
         port = service.spec.ports[0]
-        return (port.port, port.target_port if isinstance(port.target_port, int) else -1)
+        version = (service.spec.selector or {}).get(VERSION_LABEL)
+        return (port.port, port.target_port if isinstance(port.target_port, int) else -1), version
 
     def read_secret(self, namespace: str, ref: SecretKeyRef) -> str:
         import base64
@@ -240,7 +244,9 @@ class Cluster:
                     if exc.status != 404:
                         raise
             elif isinstance(action, ApplyService):
-                manifest = service_manifest(md_name=name, md_uid=uid, namespace=namespace, spec=md.spec)
+                manifest = service_manifest(
+                    md_name=name, md_uid=uid, namespace=namespace, spec=md.spec, version=action.version
+                )
                 call(
                     f"apply services in {namespace}",
                     self.core.patch_namespaced_service,

@@ -1,7 +1,9 @@
 """The objects a ModelDeployment owns, built as plain manifests (pure: no API calls).
 
-One Deployment per model version, named `<name>-<version>`, and one Service selecting every version,
-so that with replica-ratio routing the traffic split is the replica split and needs no mesh.
+One Deployment per model version, named `<name>-<version>`, and one Service over the model: during a
+canary it selects every version, so that with replica-ratio routing the traffic split is the replica split
+and needs no mesh; otherwise it selects the stable version alone, so a previous version kept warm (ready
+for an instant revert) takes no traffic. Switching the selector moves traffic without starting a Pod.
 """
 
 from __future__ import annotations
@@ -92,9 +94,11 @@ def deployment_manifest(
 
 
 def service_manifest(
-    *, md_name: str, md_uid: str, namespace: str, spec: ModelDeploymentSpec
+    *, md_name: str, md_uid: str, namespace: str, spec: ModelDeploymentSpec, version: str | None = None
 ) -> dict[str, Any]:
-    """One Service over every version of the model: the replica ratio is the traffic ratio."""
+    """The model's Service: over every version (the replica ratio is the traffic ratio), or over
+    `version` alone."""
+    selector = {MD_LABEL: md_name} if version is None else {MD_LABEL: md_name, VERSION_LABEL: version}
     return {
         "apiVersion": "v1",
         "kind": "Service",
@@ -105,7 +109,7 @@ def service_manifest(
             "ownerReferences": [owner_reference(md_name, md_uid)],
         },
         "spec": {
-            "selector": {MD_LABEL: md_name},
+            "selector": selector,
             "ports": [
                 {
                     "name": "http",
