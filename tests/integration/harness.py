@@ -121,6 +121,24 @@ class ModelDeployments:
         ).items
         return {d.metadata.labels["canaria.dev/version"]: d.spec.replicas for d in items}
 
+    def serving(self, name: str) -> dict[str, int]:
+        """version → ready endpoints of the model's Service: the EndpointSlices the real endpoint-slice
+        controller built, i.e. where kube-proxy would send traffic."""
+        slices = client.DiscoveryV1Api(self.core.api_client).list_namespaced_endpoint_slice(
+            self.namespace, label_selector=f"kubernetes.io/service-name={name}"
+        )
+        pods = {
+            p.metadata.name: p.metadata.labels.get("canaria.dev/version")
+            for p in self.core.list_namespaced_pod(self.namespace).items
+        }
+        counts: dict[str, int] = {}
+        for piece in slices.items:
+            for endpoint in piece.endpoints or []:
+                if endpoint.conditions.ready and endpoint.target_ref is not None:
+                    version = pods.get(endpoint.target_ref.name, "?")
+                    counts[version] = counts.get(version, 0) + 1
+        return counts
+
     def events(self, name: str) -> list[Any]:
         items = self.core.list_namespaced_event(
             self.namespace, field_selector=f"involvedObject.name={name},involvedObject.kind=ModelDeployment"

@@ -3,6 +3,14 @@
 Without it, Pods made by the real ReplicaSet controller stay Pending forever and Deployments never report
 ``readyReplicas``. This thread binds every unscheduled Pod to one Node, reports it Running and Ready (or
 Running but not Ready, for a canary that must fail), and finishes graceful deletions as a kubelet would.
+
+A Pod labelled ``test.canaria.dev/run: local`` (a test opts in through its Pod template) is really run: its
+first container's command and args as a local process, with the Pod's literal env, the Pod Running
+meanwhile, then Succeeded or Failed by the exit code, with ``state.terminated`` carrying the exit code and
+the tail of the output as the message (as ``terminationMessagePolicy: FallbackToLogsOnError`` does). So the
+real Job controller completes or fails real Jobs. URLs naming a Service the test mapped in ``services``
+(``http://NAME.NAMESPACE.svc:PORT``) reach the mapped loopback address instead: the kubelet plays cluster
+DNS and kube-proxy for them.
 """
 
 from __future__ import annotations
@@ -10,6 +18,10 @@ from __future__ import annotations
 import contextlib
 import itertools
 import logging
+import os
+import re
+import subprocess
+import tempfile
 import threading
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -23,6 +35,8 @@ log = logging.getLogger(__name__)
 NODE_NAME = "canaria-test-node"
 _QUIET = (404, 409)  # the object vanished or changed under us: the next poll sees the new state
 _SMP = "application/strategic-merge-patch+json"
+RUN_LABEL = "test.canaria.dev/run"  # value "local": run the Pod's command as a local process
+MESSAGE_LIMIT = 2048  # bytes of output kept as the termination message, as the kubelet keeps
 
 
 def _never(pod: Any) -> bool:
@@ -63,12 +77,21 @@ class TestKubelet:
         self._pod_ips: dict[str, str] = {}
         self._passes = 0
         self._passed = threading.Condition()
+        #: (namespace, Service name) → "127.0.0.1:PORT" that a locally run Pod reaches for that Service
+        self.services: dict[tuple[str, str], str] = {}
+        self._processes: dict[str, tuple[subprocess.Popen[bytes], Any]] = {}  # Pod uid → process, output
+        self.started: list[str] = []  # names of the Pods run locally, in order (for assertions)
 
     # ------------------------------------------------------------------ lifecycle
 
     def reset(self) -> None:
-        """Back to the default (every Pod becomes Ready), e.g. between tests sharing this kubelet."""
+        """Back to the default (every Pod becomes Ready), e.g. between tests sharing this kubelet; local
+        processes still running are killed."""
         self.never_ready = _never
+        self.services.clear()
+        self.started.clear()
+        for uid in list(self._processes):
+            self._kill(uid)
 
     def start(self) -> TestKubelet:
         """Register the Node (synchronously, so failures surface here) and start the sync thread."""
@@ -86,6 +109,8 @@ class TestKubelet:
         if self._thread is not None:
             self._thread.join(timeout)
             self._thread = None
+        for uid in list(self._processes):
+            self._kill(uid)
 
     def __enter__(self) -> TestKubelet:
         return self.start()
@@ -164,6 +189,7 @@ class TestKubelet:
     def _sync_pod(self, pod: Any) -> None:
         meta, spec = pod.metadata, pod.spec
         if meta.deletion_timestamp is not None:
+            self._kill(meta.uid)
             if spec.node_name in (None, self.node_name):
                 self.core.delete_namespaced_pod(
                     meta.name, meta.namespace, grace_period_seconds=0, _request_timeout=(1, 5)
@@ -173,9 +199,108 @@ class TestKubelet:
             self._bind(pod)
         elif spec.node_name != self.node_name:
             return
+        if (meta.labels or {}).get(RUN_LABEL) == "local":
+            self._run_locally(pod)
+            return
         ready = not self.never_ready(pod)
         if not self._status_matches(pod, ready):
             self._patch_status(pod, ready)
+
+    # ------------------------------------------------------------------ local processes
+
+    def _run_locally(self, pod: Any) -> None:
+        """Start the Pod's process once; report Running, then the phase its exit code gives."""
+        uid = pod.metadata.uid
+        if pod.status is not None and pod.status.phase in ("Succeeded", "Failed"):
+            return
+        if uid not in self._processes:
+            container = pod.spec.containers[0]
+            env = {**os.environ, **{e.name: self._resolve(pod, e.value or "") for e in container.env or []}}
+            output = tempfile.TemporaryFile()  # noqa: SIM115 - closed when the process ends or is killed
+            process = subprocess.Popen(
+                [*(container.command or []), *(container.args or [])],
+                env=env,
+                stdout=output,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+            self._processes[uid] = (process, output)
+            self.started.append(pod.metadata.name)
+            self._patch_terminal(pod, None, "")
+            return
+        process, output = self._processes[uid]
+        code = process.poll()
+        if code is None:
+            return
+        output.seek(0)
+        message = output.read()[-MESSAGE_LIMIT:].decode(errors="replace")
+        self._patch_terminal(pod, code, message)
+        output.close()
+        del self._processes[uid]
+
+    def _resolve(self, pod: Any, value: str) -> str:
+        """A Service URL the test mapped points at the mapped loopback address."""
+
+        def local(match: re.Match[str]) -> str:
+            name, namespace = match.group(1), match.group(2) or pod.metadata.namespace
+            return self.services.get((namespace, name), match.group(0))
+
+        return re.sub(
+            r"(?<=://)([a-z0-9-]+)(?:\.([a-z0-9-]+))?\.svc(?:\.cluster\.local)?(?::\d+)?", local, value
+        )
+
+    def _kill(self, uid: str) -> None:
+        entry = self._processes.pop(uid, None)
+        if entry is not None:
+            process, output = entry
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, 9)
+            process.wait()
+            output.close()
+
+    def _patch_terminal(self, pod: Any, code: int | None, message: str) -> None:
+        """Running while ``code`` is None, else Succeeded (0) or Failed with the container terminated."""
+        now = _now()
+        container = pod.spec.containers[0]
+        if code is None:
+            phase, state = "Running", {"running": {"startedAt": now}}
+        else:
+            phase = "Succeeded" if code == 0 else "Failed"
+            reason = "Completed" if code == 0 else "Error"
+            state = {
+                "terminated": {"exitCode": code, "reason": reason, "message": message, "finishedAt": now}
+            }
+        ip = self._pod_ip(pod.metadata.uid)
+        status = {
+            "phase": phase,
+            "hostIP": "127.0.0.1",
+            "podIP": ip,
+            "podIPs": [{"ip": ip}],
+            "startTime": now,
+            "conditions": [
+                {"type": "PodScheduled", "status": "True", "lastTransitionTime": now},
+                {"type": "Ready", "status": "True" if code is None else "False", "lastTransitionTime": now},
+            ],
+            "containerStatuses": [
+                {
+                    "name": container.name,
+                    "image": container.image,
+                    "imageID": f"docker-pullable://{container.image}",
+                    "ready": code is None,
+                    "started": code is None,
+                    "restartCount": 0,
+                    "state": state,
+                }
+            ],
+        }
+        self.core.patch_namespaced_pod_status(
+            pod.metadata.name,
+            pod.metadata.namespace,
+            {"status": status},
+            _content_type=_SMP,
+            _request_timeout=(1, 5),
+        )
 
     def _bind(self, pod: Any) -> None:
         """POST pods/binding, as the scheduler does (sets spec.nodeName)."""

@@ -33,7 +33,8 @@ def test_first_deployment_becomes_healthy(
     assert env["MODEL_URI"] == "s3://models/fraud/v1" and env["MODEL_VERSION"] == "v1"
     assert deployment.metadata.owner_references[0].kind == "ModelDeployment"
     service = mds.core.read_namespaced_service("fraud", mds.namespace)
-    assert service.spec.selector == {"canaria.dev/model-deployment": "fraud"}
+    # outside a canary the Service selects the stable version alone (a version kept warm takes no traffic)
+    assert service.spec.selector == {"canaria.dev/model-deployment": "fraud", "canaria.dev/version": "v1"}
     assert [h["reason"] for h in status["history"]] == ["RolloutStarted", "Available"]
     ready = next(c for c in status["conditions"] if c["type"] == "Ready")
     assert ready["status"] == "True"

@@ -2,8 +2,9 @@
 
 In the integration tier no model server really runs: the test kubelet only marks Pods Ready. The
 `ModelServerSimulator` stands in for the servers, and `TrafficFollower` keeps its traffic split equal to
-what one Service over every version would see: every ``interval`` it lists the ModelDeployment's
-Deployments and hands ``{version: readyReplicas}`` to ``simulator.set_replicas``. A canary therefore gets
+what the model's Service sees: every ``interval`` it lists the ModelDeployment's Deployments and hands
+``{version: readyReplicas}`` of the versions the Service selects (every version during a canary, the
+stable alone otherwise) to ``simulator.set_replicas``. A canary therefore gets
 traffic (and Prometheus sees its series move) only once its Pods are Ready, and a reverted canary stops
 getting any as soon as it is scaled away, exactly as with real Pods behind a Service.
 """
@@ -42,6 +43,7 @@ class TrafficFollower:
         interval: float = 0.2,
     ) -> None:
         self.apps = client.AppsV1Api(api)
+        self.core = client.CoreV1Api(api)
         self.namespace, self.name, self.simulator, self.interval = namespace, name, simulator, interval
         self.split: dict[str, int] = {}
         self.errors: list[BaseException] = []
@@ -49,14 +51,23 @@ class TrafficFollower:
         self._thread: threading.Thread | None = None
 
     def ready_replicas(self) -> dict[str, int]:
-        """version → readyReplicas of every Deployment of the ModelDeployment."""
+        """version → readyReplicas of every Deployment of the ModelDeployment the Service selects."""
         items = self.apps.list_namespaced_deployment(
             self.namespace, label_selector=f"{MD_LABEL}={self.name}", _request_timeout=5
         ).items
+        try:
+            selector = self.core.read_namespaced_service(self.name, self.namespace, _request_timeout=5).spec
+            only = (selector.selector or {}).get(VERSION_LABEL)
+        except client.exceptions.ApiException as error:
+            if error.status != 404:
+                raise
+            only = None
         return {
             d.metadata.labels[VERSION_LABEL]: (d.status.ready_replicas or 0) if d.status else 0
             for d in items
-            if d.metadata.labels and VERSION_LABEL in d.metadata.labels
+            if d.metadata.labels
+            and VERSION_LABEL in d.metadata.labels
+            and only in (None, d.metadata.labels[VERSION_LABEL])
         }
 
     def poll(self) -> None:

@@ -1,7 +1,7 @@
 """The sandbox's moving parts, started and stopped in order, all on 127.0.0.1.
 
 1. simulated model servers (`canaria.sandbox.simulator`), one per ModelDeployment, whose traffic per version
-   follows the ready replicas of that version's Deployment, as one Service over every version would;
+   follows the ready replicas of the versions the model's Service selects, as the Service would;
 2. a local Prometheus (`canaria.sandbox.localprom`, Debian's ``prometheus``) scraping them every second;
 3. the Kubernetes emulator (`emulator.SandboxEmulator` behind kmock's HTTP server) with the CRD installed;
 4. the real operator: ``canaria run --kubeconfig <sandbox kubeconfig>`` as a child process.
@@ -35,7 +35,7 @@ from rich.text import Text
 from canaria import GROUP, PLURAL
 from canaria.kube.crd import custom_resource_definition
 from canaria.kube.workloads import MD_LABEL, VERSION_LABEL
-from canaria.sandbox.emulator import DEPLOYMENTS, EmulatorThread, write_kubeconfig
+from canaria.sandbox.emulator import DEPLOYMENTS, SERVICES, EmulatorThread, write_kubeconfig
 from canaria.sandbox.localprom import (
     LocalPrometheus,
     PrometheusNotFound,
@@ -65,17 +65,20 @@ INSTALL_COMMAND = "sudo apt-get update && sudo apt-get install -y --no-install-r
 
 
 class Traffic:
-    """Simulated model servers whose per-version traffic follows the ready replicas.
+    """Simulated model servers whose per-version traffic follows the ready replicas the Service selects.
 
     ``on_event`` is an emulator listener: a Deployment labelled with a ModelDeployment and a version
-    changes that version's share; a ModelDeployment annotated ``sandbox.canaria.dev/simulate`` (JSON,
-    ``{"v4": {"errorRate": 0.2, "latency": 0.4}}``) changes how a version behaves.
+    changes that version's share; the model's Service selecting one version (outside a canary, so that
+    a version kept warm takes no traffic) gives it all; a ModelDeployment annotated
+    ``sandbox.canaria.dev/simulate`` (JSON, ``{"v4": {"errorRate": 0.2, "latency": 0.4}}``) changes how a
+    version behaves.
     """
 
     def __init__(self, requests_per_second: float = REQUESTS_PER_SECOND) -> None:
         self.requests_per_second = requests_per_second
         self.simulators: dict[str, ModelServerSimulator] = {}
         self.ready: dict[str, dict[str, int]] = {}
+        self.selected: dict[str, str | None] = {}  # service → the one version it selects (None: all)
         self.on_new_target: Callable[[list[str]], None] | None = None
         self._lock = threading.RLock()
 
@@ -93,6 +96,12 @@ class Traffic:
     def targets(self) -> list[str]:
         with self._lock:
             return [sim.target for sim in self.simulators.values()]
+
+    def _route(self, service: str) -> None:
+        """Traffic to the ready replicas of the versions the Service selects."""
+        only = self.selected.get(service)
+        versions = self.ready.get(service, {})
+        self.simulator(service).set_replicas({v: n for v, n in versions.items() if only is None or v == only})
 
     def replicas(self, service: str) -> dict[str, int]:
         with self._lock:
@@ -115,7 +124,12 @@ class Traffic:
                     versions.pop(version, None)
                 else:
                     versions[version] = int((body.get("status") or {}).get("readyReplicas") or 0)
-                self.simulator(service).set_replicas(versions)
+                self._route(service)
+        elif resource == SERVICES and MD_LABEL in (meta.get("labels") or {}) and kind != "DELETED":
+            with self._lock:
+                selector = (body.get("spec") or {}).get("selector") or {}
+                self.selected[meta["name"]] = selector.get(VERSION_LABEL)
+                self._route(meta["name"])
         elif resource.group == GROUP and resource.plural == PLURAL and kind != "DELETED":
             wanted = (meta.get("annotations") or {}).get(SIMULATE_ANNOTATION)
             if not wanted:
