@@ -1245,7 +1245,8 @@ RELEASE_STATES = {
     "new-version-mid-rollout": ("Reconciling", "Progressing"),
     # the spec names v1 again: it serves, but not at full size until its new replicas are ready
     "spec-back-to-stable-mid-rollout": ("Reconciling", "WaitingForReplicas"),
-    "rollback-by-spec-during-bake": ("Reconciling", "WaitingForReplicas"),
+    # the bake kept v1 warm at full size: it serves fully at once
+    "rollback-by-spec-during-bake": ("Ready", "Serving"),
     "spec-back-to-lkg-after-revert": ("Ready", "Serving"),
     "new-version-after-revert": ("Reconciling", "Progressing"),
     "spec-paused": ("Reconciling", "Paused"),
