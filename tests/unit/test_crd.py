@@ -45,6 +45,16 @@ def _k8s_is_sorted(items: list[Any]) -> bool:
     return all(a <= b for a, b in itertools.pairwise(items))
 
 
+def _k8s_find_all(text: str, pattern: str) -> list[str]:
+    """Kubernetes CEL regex library `<string>.findAll(regex)`: every whole match, in order."""
+    return [m.group(0) for m in re.finditer(pattern, text)]
+
+
+def _k8s_sum(items: list[Any]) -> Any:
+    """Kubernetes CEL list library `<list>.sum()`."""
+    return sum(items)
+
+
 @functools.cache
 def _program(rule: str) -> Any:
     return cel.compile(rule)
@@ -53,6 +63,9 @@ def _program(rule: str) -> Any:
 def evaluate_rule(rule: str, value: Any) -> Any:
     context = cel.Context()
     context.add_function("isSorted", _k8s_is_sorted)
+    context.add_function("findAll", _k8s_find_all)
+    context.add_function("sum", _k8s_sum)
+    context.add_function("substring", lambda text, start, end: text[start:end])  # CEL strings extension
     context.add_variable("self", value)
     return _program(rule).execute(context)
 
@@ -304,9 +317,13 @@ def test_every_cel_rule_compiles(rule: str) -> None:
     # besides `self`, only comprehension variables (s, a, b in `self.map(s, ...)`) may appear
     free = {v for v in program.variables() if f"({v}," not in rule.replace(" ", "")}
     assert free == {"self"}
-    # and only functions the API server's CEL environment has (isSorted: the Kubernetes list library)
+    # and only functions the API server's CEL environment has (isSorted, sum: the Kubernetes list library;
+    # findAll: its regex library; substring, endsWith, double: standard and strings extensions)
     named = {f for f in program.functions() if f[0].isalpha()}
-    assert named <= {"isSorted", "matches", "size", "has", "all", "exists", "exists_one", "map", "filter"}
+    assert named <= {
+        *("isSorted", "matches", "size", "has", "all", "exists", "exists_one", "map", "filter"),
+        *("findAll", "substring", "endsWith", "double", "sum"),
+    }
 
 
 RULE_CASES = [

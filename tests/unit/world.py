@@ -178,6 +178,8 @@ class World:
     #: called after every decision is applied, with (world, status before, observations, decision)
     on_decision: Callable[[World, ModelDeploymentStatus, Observations, Decision], None] | None = None
     last_observations: Observations | None = None
+    #: the API server's dry run, as the reconciler asks it: a message when it refuses this spec's objects
+    refuse: Callable[[ModelDeploymentSpec], str | None] | None = None
 
     # -- construction ------------------------------------------------------------------------------
 
@@ -322,6 +324,11 @@ class World:
         self.last_observations = obs
         before = self.status
         decision = decide(self.spec, before, obs, self.now)
+        applies = any(isinstance(a, (ApplyWorkload, ApplyService)) for a in decision.actions)
+        if applies and self.refuse is not None and (refusal := self.refuse(self.spec)) is not None:
+            obs = replace(obs, refusal=refusal)  # what the reconciler does with a Refused dry run
+            self.last_observations = obs
+            decision = decide(self.spec, before, obs, self.now)
         self.apply(decision)
         if self.on_decision is not None:
             self.on_decision(self, before, obs, decision)

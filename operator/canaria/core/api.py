@@ -21,6 +21,20 @@ from canaria.core.templating import TEMPLATE_VARIABLES, check_template
 
 DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 HISTORY_LIMIT = 50
+#: Bytes the history may take in status (its text fields, estimated): with the clipped fields below the
+#: whole object stays far below etcd's request limit whatever the user writes.
+HISTORY_BYTES = 32 * 1024
+#: Free text copied into status (a change or command reason, a message) is clipped to this; the Event
+#: that records the transition carries the longer text.
+CLIP = 256
+MAX_MESSAGE = 1024
+#: The longest duration any field takes: 30 days, far beyond any sane step, bake or deadline, and well
+#: inside the int32 seconds of a Deployment's progressDeadlineSeconds.
+MAX_DURATION_SECONDS = 30 * 86400
+#: A ModelDeployment's name is a DNS-1035 label (it names the Service) short enough that
+#: `<name>-<version>` (version at most 40) stays a valid object name everywhere.
+MAX_NAME = 40
+DNS_1035 = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
 MAX_STEPS = 20
 MAX_METRICS = 20
 
@@ -28,11 +42,47 @@ MAX_METRICS = 20
 # RE2 has no look-ahead, so the rule is spelled as "each character is plain, a lone brace, or a whole
 # placeholder"; the operator's own check (canaria.core.templating) names the offending variable.
 QUERY_TEMPLATE_RE = r"^([^{]|\{([^{]|$)|\{\{\s*(" + "|".join(TEMPLATE_VARIABLES) + r")\s*\}\})*$"
+PLACEHOLDER_RE = r"^\{\{\s*(" + "|".join(TEMPLATE_VARIABLES) + r")\s*\}\}$"
+
+
+def cel_regex(pattern: str) -> str:
+    """A regular expression as a single-quoted CEL string literal."""
+    return "'" + pattern.replace("\\", "\\\\") + "'"
+
+
+# The API server names the offending placeholder itself: with every documented variable removed (CEL has
+# no regular-expression replace, and a `filter` over all placeholders costs more than the CRD budget), the
+# first "{{..." left is the culprit.
+UNKNOWN_VARIABLE_MESSAGE = (
+    "'query uses a template variable that is not one of "
+    + ", ".join(TEMPLATE_VARIABLES)
+    + ": ' + self.query"
+    + "".join(f".replace('{{{{{v}}}}}', '').replace('{{{{ {v} }}}}', '')" for v in TEMPLATE_VARIABLES)
+    + f".find({cel_regex(r'[{][{][^{}]{0,40}([}][}])?')})"
+)
+
+
+def clip(text: str, limit: int = CLIP) -> str:
+    """`text`, cut to `limit` characters with a visible mark when it was longer."""
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _check_duration(value: str) -> str:
-    parse_duration(value)
+    if parse_duration(value) > MAX_DURATION_SECONDS:
+        raise ValueError(f"duration {value!r} is longer than the maximum of 30d")
     return value
+
+
+# The API server's side of the maximum: sum the parts of the duration in CEL (the pattern has already
+# checked its shape). Kubernetes' CEL has `findAll`, `double()` and the list `sum()`.
+_DURATION_SUM = (
+    "self.findAll('[0-9]+(\\\\.[0-9]+)?(ms|s|m|h|d)').map(p, "
+    "p.endsWith('ms') ? double(p.substring(0, p.size() - 2)) / 1000.0 : "
+    "p.endsWith('s') ? double(p.substring(0, p.size() - 1)) : "
+    "p.endsWith('m') ? double(p.substring(0, p.size() - 1)) * 60.0 : "
+    "p.endsWith('h') ? double(p.substring(0, p.size() - 1)) * 3600.0 : "
+    "double(p.substring(0, p.size() - 1)) * 86400.0).sum()"
+)
 
 
 def _check_dns_label(value: str) -> str:
@@ -47,7 +97,17 @@ def _check_dns_label(value: str) -> str:
 # The schema carries the patterns (the API server enforces them); the validators give the operator's
 # own, friendlier message instead of a regular expression.
 Duration = Annotated[
-    str, Field(json_schema_extra={"pattern": DURATION_PATTERN}), AfterValidator(_check_duration)
+    str,
+    Field(
+        max_length=32,
+        json_schema_extra={
+            "pattern": DURATION_PATTERN,
+            "x-kubernetes-validations": [
+                {"rule": f"{_DURATION_SUM} <= {MAX_DURATION_SECONDS}.0", "message": "must be at most 30d"}
+            ],
+        },
+    ),
+    AfterValidator(_check_duration),
 ]
 DnsLabel = Annotated[
     str, Field(max_length=63, json_schema_extra={"pattern": DNS_LABEL}), AfterValidator(_check_dns_label)
@@ -87,10 +147,14 @@ class CamelModel(BaseModel):
 class Lineage(CamelModel):
     """Where a model version comes from, so that "what is serving now" has a full answer."""
 
-    code_commit: str | None = Field(None, description="Commit of the training code.")
-    dataset: str | None = Field(None, description="Dataset or snapshot the version was trained on.")
-    training_run: str | None = Field(None, description="Training run or experiment ID.")
-    feature_schema: str | None = Field(None, description="Version of the feature schema it expects.")
+    code_commit: str | None = Field(None, max_length=CLIP, description="Commit of the training code.")
+    dataset: str | None = Field(
+        None, max_length=CLIP, description="Dataset or snapshot the version was trained on."
+    )
+    training_run: str | None = Field(None, max_length=CLIP, description="Training run or experiment ID.")
+    feature_schema: str | None = Field(
+        None, max_length=CLIP, description="Version of the feature schema it expects."
+    )
 
 
 class ModelInfo(CamelModel):
@@ -101,14 +165,33 @@ class ModelInfo(CamelModel):
         description="Immutable model version ID (a DNS label); changing it starts a canary rollout.",
     )
     uri: str = Field(
-        description="Where the server loads the model from; injected as MODEL_URI.", min_length=1
+        description="Where the server loads the model from; injected as MODEL_URI.",
+        min_length=1,
+        max_length=2048,
     )
     lineage: Lineage | None = Field(None, description="Code, data and run this version was built from.")
     evaluation: dict[str, float] | None = Field(
-        None, description="Offline evaluation metrics of this version (e.g. auc), checked by gates."
+        None,
+        max_length=MAX_METRICS * 5,
+        description="Offline evaluation metrics of this version (e.g. auc), checked by gates.",
+        json_schema_extra=validations(
+            cel("self.all(k, k.size() <= 63)", "evaluation keys must be at most 63 characters")
+        ),
     )
-    owner: str | None = Field(None, description="Who decides during an incident; named in Warning Events.")
-    intended_use: str | None = Field(None, description="What this model is meant to be used for.")
+    owner: str | None = Field(
+        None, max_length=CLIP, description="Who decides during an incident; named in Warning Events."
+    )
+    intended_use: str | None = Field(
+        None, max_length=MAX_MESSAGE, description="What this model is meant to be used for."
+    )
+
+    @field_validator("evaluation")
+    @classmethod
+    def _short_keys(cls, evaluation: dict[str, float] | None) -> dict[str, float] | None:
+        long = [k for k in evaluation or {} if len(k) > 63]
+        if long:
+            raise ValueError(f"evaluation keys must be at most 63 characters: {clip(long[0], 80)!r}")
+        return evaluation
 
 
 class ServiceSpec(CamelModel):
@@ -238,11 +321,14 @@ class Metric(Threshold):
     model_config = ConfigDict(
         json_schema_extra=validations(
             *THRESHOLD_RULES,
-            cel(
-                f"self.query.matches('{QUERY_TEMPLATE_RE.replace(chr(92), chr(92) * 2)}')",
-                "query uses a template variable that is not one of: " + ", ".join(TEMPLATE_VARIABLES),
-                ".query",
-            ),
+            {
+                **cel(
+                    f"self.query.matches({cel_regex(QUERY_TEMPLATE_RE)})",
+                    "query uses a template variable that is not one of: " + ", ".join(TEMPLATE_VARIABLES),
+                    ".query",
+                ),
+                "messageExpression": UNKNOWN_VARIABLE_MESSAGE,
+            },
         )
     )
 
@@ -418,9 +504,31 @@ class PrometheusSpec(CamelModel):
 
 
 def _check_template(template: dict[str, Any]) -> dict[str, Any]:
-    containers = (template.get("spec") or {}).get("containers")
+    """The shape the Deployment builder relies on (the CRD leaves the pod template to the apps API,
+    which the operator asks by a dry run; this only keeps the builder from tripping over it)."""
+    meta = template.get("metadata")
+    if meta is not None and not isinstance(meta, dict):
+        raise ValueError("template.metadata must be an object")
+    if meta is not None and not isinstance(meta.get("labels") or {}, dict):
+        raise ValueError("template.metadata.labels must be an object")
+    pod = template.get("spec")
+    if not isinstance(pod, dict):
+        raise ValueError("template.spec must be an object")
+    containers = pod.get("containers")
     if not isinstance(containers, list) or not containers:
         raise ValueError("template.spec.containers must list at least one container")
+    for i, container in enumerate(containers):
+        if not isinstance(container, dict):
+            raise ValueError(f"template.spec.containers[{i}] must be an object, not {container!r:.40}")
+        env = container.get("env")
+        if env is not None and not isinstance(env, list):
+            raise ValueError(f"template.spec.containers[{i}].env must be a list")
+        for j, var in enumerate(env or []):
+            if not isinstance(var, dict):
+                raise ValueError(
+                    f"template.spec.containers[{i}].env[{j}] must be an object with name and value, "
+                    f"not {var!r:.40}"
+                )
     return template
 
 
@@ -603,8 +711,19 @@ class HistoryEntry(CamelModel):
     version: str | None = Field(None, description="Model version concerned.")
     message: str = Field("", description="What happened, with values.")
     user: str | None = Field(None, description="Who asked for it, when a person did.")
-    change_reason: str | None = Field(None, description="canaria.dev/change-reason of the spec change.")
+    change_reason: str | None = Field(
+        None, description=f"canaria.dev/change-reason of the spec change (first {CLIP} characters)."
+    )
     warning: bool | None = Field(None, description="A Warning transition (its Event is a Warning).")
+
+
+class Refusal(CamelModel):
+    """A spec generation the API server refused to build objects from: nothing moved, and it is not
+    retried until the spec or a command changes."""
+
+    generation: int = Field(description="The refused spec generation.")
+    message: str = Field(description="The API server's message, naming the field.")
+    at: datetime = Field(description="When.")
 
 
 class CommandRecord(CamelModel):
@@ -677,8 +796,14 @@ class ModelDeploymentStatus(CamelModel):
         "health checks wait for), Reconciling (a rollout is in progress), Stalled (reverted, refused or "
         "invalid: a person must act), Available (some version serves).",
     )
+    refused: Refusal | None = Field(None, description="The spec generation the API server refused, if any.")
     history: list[HistoryEntry] = Field(
-        default_factory=list, max_length=HISTORY_LIMIT, description=f"Last {HISTORY_LIMIT} transitions."
+        default_factory=list,
+        max_length=HISTORY_LIMIT,
+        description=f"Last {HISTORY_LIMIT} transitions, at most {HISTORY_BYTES} bytes of text.",
+    )
+    events_through: int | None = Field(
+        None, description="Every history entry up to this seq has its Event posted (the rest are re-posted)."
     )
     notifications: list[NotificationRecord] = Field(
         default_factory=list, max_length=16, description="Webhook delivery state, one entry per receiver."

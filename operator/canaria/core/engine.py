@@ -30,7 +30,9 @@ from canaria.core.actions import (
     ScaleWorkload,
 )
 from canaria.core.api import (
+    HISTORY_BYTES,
     HISTORY_LIMIT,
+    MAX_MESSAGE,
     AnalysisStatus,
     CanaryStatus,
     CommandRecord,
@@ -43,10 +45,12 @@ from canaria.core.api import (
     Phase,
     PromoteRequest,
     RecordedEvaluation,
+    Refusal,
     Rejection,
     Verdict,
     VersionRef,
     WarmStatus,
+    clip,
 )
 from canaria.core.commands import Command
 from canaria.core.durations import format_duration
@@ -182,6 +186,7 @@ class _Run:
         else:
             change_reason = change_reason or self.obs.change_reason
         seq = status.history[-1].seq + 1 if status.history else 1
+        message = clip(message, MAX_MESSAGE)
         entry = HistoryEntry.model_construct(
             seq=seq,
             time=self.now,
@@ -190,23 +195,16 @@ class _Run:
             reason=reason,
             version=version,
             message=message,
-            user=user,
-            change_reason=change_reason,
+            user=clip(user) if user else user,
+            change_reason=clip(change_reason) if change_reason else change_reason,
             warning=warning or None,
         )
-        status.history = [*status.history, entry][-HISTORY_LIMIT:]
+        status.history = bounded_history([*status.history, entry])
         status.phase = to
         status.message = message
-        owner = self.spec.model.owner
-        text = message
-        if change_reason:
-            text += f" (change reason: {change_reason})"
-        if user:
-            text += f" [by {user}]"
-        if warning and owner:
-            text += f"; owner: {owner}"
+        # the Event carries the change reason in full (up to the Event's own limit), history a clip of it
         self.actions.append(
-            EmitEvent("Warning" if warning else "Normal", reason, text, key=str(seq), version=version)
+            history_event(entry.model_copy(update=dict(change_reason=change_reason)), self.spec.model.owner)
         )
 
     def ref(self, version: str, uri: str) -> VersionRef:
@@ -218,12 +216,53 @@ class _Run:
         return self.spec.model.name
 
 
+def _entry_size(entry: HistoryEntry) -> int:
+    """Bytes an entry takes in status, estimated from its free text (the rest is a fixed ~200)."""
+    return 200 + sum(
+        len(t) for t in (entry.message, entry.user or "", entry.change_reason or "", entry.version or "")
+    )
+
+
+def bounded_history(history: list[HistoryEntry]) -> list[HistoryEntry]:
+    """The most recent entries that fit both HISTORY_LIMIT and HISTORY_BYTES (the newest always stays)."""
+    kept = history[-HISTORY_LIMIT:]
+    total = sum(_entry_size(e) for e in kept)
+    while len(kept) > 1 and total > HISTORY_BYTES:
+        total -= _entry_size(kept[0])
+        kept = kept[1:]
+    return kept
+
+
+def history_event(entry: HistoryEntry, owner: str | None) -> EmitEvent:
+    """The Event that records one history entry. Its key is the entry's seq, so posting it again (after
+    a crash lost the first post, or did not) names the same Event and changes nothing."""
+    text = entry.message
+    if entry.change_reason:
+        text += f" (change reason: {entry.change_reason})"
+    if entry.user:
+        text += f" [by {entry.user}]"
+    if entry.warning and owner:
+        text += f"; owner: {owner}"
+    kind = "Warning" if entry.warning else "Normal"
+    return EmitEvent(kind, entry.reason, text, key=str(entry.seq), version=entry.version)
+
+
 def decide(
     spec: ModelDeploymentSpec, status: ModelDeploymentStatus, observations: Observations, now: datetime
 ) -> Decision:
     """Decide the next status and the actions that bring the cluster there."""
     run = _Run(spec, status.model_copy(), observations, now)
     run.status.observed_generation = observations.generation
+    if observations.refusal is not None:
+        _refuse(run, observations.refusal)
+        _set_conditions(run)
+        return Decision(run.status, tuple(run.actions), None)
+    refused = status.refused
+    if refused is not None:
+        if refused.generation == observations.generation and not _new_command(run):
+            # held: the same spec would be refused again, so nothing is retried until it or a command changes
+            return Decision(run.status, (), None)
+        run.status.refused = None
     _handle_command(run)
     _advance(run)
     _release_warm_when_due(run)
@@ -232,6 +271,39 @@ def decide(
     _reconcile_workloads(run)
     _set_conditions(run)
     return Decision(run.status, tuple(run.actions), min(run.requeue) if run.requeue else None)
+
+
+def _refuse(run: _Run, message: str) -> None:
+    """The API server refused the objects this spec generation needs (or they could not be built): keep
+    everything as it was, say why, and hold until the spec or a command changes. A command that came
+    with it is recorded as ignored, so it is not retried on its own."""
+    status, generation = run.status, run.obs.generation
+    message = clip(message, MAX_MESSAGE)
+    command = run.obs.command
+    if _new_command(run) and command is not None:
+        status.last_command = CommandRecord.model_construct(
+            id=command.id,
+            action=command.action,
+            user=command.user,
+            reason=clip(command.reason) if command.reason else None,
+            at=run.now,
+            issued_at=_issued_at(command),
+            result=f"ignored: spec generation {generation} is refused",
+        )
+    status.refused = Refusal.model_construct(generation=generation, message=message, at=run.now)
+    serving = f"; {status.stable.version} keeps serving" if status.stable else "; nothing deployed"
+    run.transition(
+        status.phase if status.phase not in (None, Phase.PENDING) else Phase.FAILED,
+        "SpecRefused",
+        f"{run.name} spec generation {generation} refused, nothing changed{serving}: {message}",
+        version=run.spec.model.version,
+        warning=True,
+    )
+
+
+def _new_command(run: _Run) -> bool:
+    command = run.obs.command
+    return command is not None and not _already_handled(run.status.last_command, command)
 
 
 # ---------------------------------------------------------------------------------------- commands
@@ -281,7 +353,7 @@ def _handle_command(run: _Run) -> None:
         id=command.id,
         action=command.action,
         user=command.user,
-        reason=command.reason,
+        reason=clip(command.reason) if command.reason else None,
         at=run.now,
         issued_at=_issued_at(command),
         result=f"ignored: {refusal}",
@@ -314,7 +386,7 @@ def _carry_out(run: _Run, command: Command, record: CommandRecord) -> str:
         run.retry_by = command.user or "unknown"
         return f"retrying {run.spec.model.version}"
     request = PromoteRequest.model_construct(
-        user=command.user, reason=command.reason, full=command.full or None
+        user=command.user, reason=record.reason, full=command.full or None
     )
     if status.canary is None:  # baking
         run.promote = request
@@ -1132,6 +1204,9 @@ def release_state(
     spec.rollout.readyWhileBaking): an old version serving, a canary at any weight, a revert, never are."""
     desired = spec.model.version
     stable, rejected = status.stable, status.rejected
+    if status.refused is not None:
+        serving = f"; {stable.version} serves" if stable is not None else ""
+        return ReleaseState("stalled", "SpecRefused", f"{status.refused.message}{serving}")
     if rejected is not None and rejected.version == desired:
         serving = f"; {stable.version} serves" if stable is not None and stable.version != desired else ""
         if rejected.reason == "GateFailed":

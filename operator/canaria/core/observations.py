@@ -62,3 +62,6 @@ class Observations:
     command: Command | None = None
     change_reason: str | None = None
     changed_by: str | None = None  # manager that last wrote the spec (managedFields)
+    # The API server refused (or the shell could not build) an object this generation needs; permanent
+    # until the spec changes, so the engine holds instead of retrying
+    refusal: str | None = None

@@ -56,13 +56,23 @@ def _sample_values(samples: Any) -> list[str] | str:
     return values
 
 
-def classify(metric: Metric, samples: Iterable[Any], *, query: str, at: datetime) -> MetricResult:
+#: Result types a bound can be checked against (a matrix is reported with a hint by `_sample_values`).
+NUMERIC_RESULT_TYPES = ("vector", "scalar", "matrix")
+
+
+def classify(
+    metric: Metric, samples: Iterable[Any], *, query: str, at: datetime, result_type: str = "vector"
+) -> MetricResult:
     """Turn an instant-query result into a verdict against the metric's bounds. Pure.
 
     Bounds are inclusive (a value equal to ``max`` passes). No data and non-finite values are
     Inconclusive, never Pass: an error-rate query divides by traffic, and 0/0 = NaN is what a canary that
-    serves nothing looks like.
+    serves nothing looks like. A string result (the PromQL `"0.01"`) looks like a scalar but is not a
+    measurement: it, and any type Prometheus may add, is an Error.
     """
+    if result_type not in NUMERIC_RESULT_TYPES:
+        reason = f"query returns a {result_type!r} result, not a number; compare a vector or a scalar"
+        return result(metric, Verdict.ERROR, query=query, at=at, reason=reason)
     raw = _sample_values(samples if isinstance(samples, Sequence) else list(samples))
     if isinstance(raw, str):
         return result(metric, Verdict.ERROR, query=query, at=at, reason=raw)

@@ -3,8 +3,9 @@
 Every write is idempotent: Deployments and the Service by server-side apply, Events under names derived
 from the transition they record (a second post is a harmless 409), status by a replace guarded by the
 resourceVersion that was read (a stale write is a 409 and the whole reconcile is redone).
-API errors are translated once, here: 403 names the permission that is missing, 409 and 5xx are
-retried by the caller.
+API errors are translated once, here: 403 names the permission that is missing, 409 is redone from a
+fresh read, an answer that says the object itself can never be accepted is `Refused` (permanent for this
+spec), and everything else (429, 5xx, connection errors, timeouts) is retried by the caller with backoff.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from kubernetes import client
+from kubernetes.client import rest
 from kubernetes.client.exceptions import ApiException
 
 from canaria import GROUP, KIND, PLURAL, VERSION
@@ -51,8 +53,35 @@ class Conflict(Exception):
     """The object changed since it was read; redo the reconcile from a fresh read."""
 
 
+class Refused(Exception):
+    """The API server will never accept an object built from this spec (or it cannot even be built):
+    retrying the same spec cannot help. The message is the API server's own, naming the field."""
+
+
+#: 4xx answers that a later attempt can get past: a conflict, throttling, a request timeout.
+TRANSIENT_CLIENT_STATUSES = frozenset({408, 409, 425, 429})
+#: A 500 the API server gives for an object its schema cannot hold (server-side apply of a bad field).
+PERMANENT_SERVER_MESSAGES = ("failed to create typed patch object",)
+
+
+def is_permanent(exc: ApiException) -> bool:
+    """True for an answer about the object itself: a 4xx other than 403/404/408/409/425/429, or a 500
+    whose message says the object cannot be built. 403 (RBAC) and 404 are about the cluster, not the spec."""
+    status = exc.status or 0
+    if 400 <= status < 500:
+        return status not in TRANSIENT_CLIENT_STATUSES and status not in (403, 404)
+    return status == 500 and any(m in _api_message(exc) for m in PERMANENT_SERVER_MESSAGES)
+
+
+def describe_error(exc: BaseException) -> str:
+    """One line for a log or a status: an API error as `<status> <reason>: <the API server's message>`."""
+    if isinstance(exc, ApiException):
+        return f"{exc.status} {exc.reason}: {_api_message(exc)}"
+    return f"{type(exc).__name__}: {exc}"
+
+
 def call(what: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-    """Run one API call, turning 403 and 409 into errors that say what to do."""
+    """Run one API call, turning 403, 409 and permanent refusals into errors that say what to do."""
     try:
         return fn(*args, **kwargs)
     except ApiException as exc:
@@ -63,6 +92,8 @@ def call(what: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
             raise Forbidden(f"forbidden to {what}: the operator's RBAC needs it ({detail})") from exc
         if exc.status == 409:
             raise Conflict(f"conflict on {what}: {_api_message(exc)}") from exc
+        if is_permanent(exc):
+            raise Refused(f"cannot {what}: {_api_message(exc)}") from exc
         raise
 
 
@@ -103,10 +134,23 @@ def _workload(deployment: Any) -> WorkloadObservation:
     )
 
 
+class _Utf8Apply(rest.RESTClientObject):
+    """Sends server-side apply bodies as UTF-8 JSON. The client's own encoding escapes non-ASCII as
+    `\\uXXXX`, surrogate pairs for an emoji, which the API server's YAML decoder (apply patches are YAML)
+    refuses with a 400: an emoji in a model URI must not stop a rollout."""
+
+    def request(self, method: str, url: str, headers: Any = None, body: Any = None, **kwargs: Any) -> Any:
+        if isinstance(body, dict) and (headers or {}).get("Content-Type") == APPLY:
+            body = json.dumps(body, ensure_ascii=False).encode()
+        return super().request(method, url, headers=headers, body=body, **kwargs)
+
+
 class Cluster:
     """One ModelDeployment's view of the API server."""
 
     def __init__(self, api: client.ApiClient, *, instance: str | None = None) -> None:
+        if type(api.rest_client) is rest.RESTClientObject:
+            api.rest_client.__class__ = _Utf8Apply  # same connection pool, one method different
         self.custom = client.CustomObjectsApi(api)
         self.apps = client.AppsV1Api(api)
         self.core = client.CoreV1Api(api)
@@ -189,41 +233,26 @@ class Cluster:
 
     # -- acting -----------------------------------------------------------------------------------
 
+    def validate(self, md: ModelDeployment, actions: Iterable[Any]) -> None:
+        """Server-side dry run of every Deployment and Service the actions would apply, before any of
+        them changes anything: a pod template the apps API refuses is `Refused` with its message while
+        the serving version is still untouched."""
+        for action in actions:
+            if isinstance(action, ApplyWorkload):
+                self._apply_workload(md, action, dry_run=True)
+            elif isinstance(action, ApplyService):
+                self._apply_service(md, action, dry_run=True)
+
     def carry_out(self, md: ModelDeployment, actions: Iterable[Any]) -> None:
         """Apply workload and Service actions (Events are posted separately, after the status)."""
         meta = md.metadata
-        name, namespace, uid = meta["name"], meta["namespace"], meta["uid"]
+        name, namespace = meta["name"], meta["namespace"]
         for action in actions:
             if isinstance(action, ApplyWorkload):
-                lineage = None
-                if md.status.canary and md.status.canary.version == action.version:
-                    lineage = md.status.canary.lineage
-                elif action.version == md.spec.model.version:
-                    lineage = md.spec.model.lineage
-                manifest = deployment_manifest(
-                    md_name=name,
-                    md_uid=uid,
-                    namespace=namespace,
-                    spec=md.spec,
-                    version=action.version,
-                    uri=action.uri,
-                    replicas=action.replicas,
-                    template_hash=action.template_hash,
-                    lineage=lineage,
-                )
-                call(
-                    f"apply deployments.apps in {namespace}",
-                    self.apps.patch_namespaced_deployment,
-                    manifest["metadata"]["name"],
-                    namespace,
-                    manifest,
-                    field_manager=FIELD_MANAGER,
-                    force=True,
-                    _content_type=APPLY,
-                )
+                self._apply_workload(md, action, dry_run=False)
             elif isinstance(action, ScaleWorkload):
                 call(
-                    f"patch deployments.apps in {namespace}",
+                    f"patch deployments.apps {namespace}/{deployment_name(name, action.version)}",
                     self.apps.patch_namespaced_deployment,
                     deployment_name(name, action.version),
                     namespace,
@@ -234,7 +263,7 @@ class Cluster:
             elif isinstance(action, DeleteWorkload):
                 try:
                     call(
-                        f"delete deployments.apps in {namespace}",
+                        f"delete deployments.apps {namespace}/{deployment_name(name, action.version)}",
                         self.apps.delete_namespaced_deployment,
                         deployment_name(name, action.version),
                         namespace,
@@ -244,19 +273,60 @@ class Cluster:
                     if exc.status != 404:
                         raise
             elif isinstance(action, ApplyService):
-                manifest = service_manifest(
-                    md_name=name, md_uid=uid, namespace=namespace, spec=md.spec, version=action.version
-                )
-                call(
-                    f"apply services in {namespace}",
-                    self.core.patch_namespaced_service,
-                    name,
-                    namespace,
-                    manifest,
-                    field_manager=FIELD_MANAGER,
-                    force=True,
-                    _content_type=APPLY,
-                )
+                self._apply_service(md, action, dry_run=False)
+
+    def _apply_workload(self, md: ModelDeployment, action: ApplyWorkload, *, dry_run: bool) -> None:
+        meta = md.metadata
+        name, namespace = meta["name"], meta["namespace"]
+        lineage = None
+        if md.status.canary and md.status.canary.version == action.version:
+            lineage = md.status.canary.lineage
+        elif action.version == md.spec.model.version:
+            lineage = md.spec.model.lineage
+        target = f"deployments.apps {namespace}/{deployment_name(name, action.version)}"
+        try:
+            manifest = deployment_manifest(
+                md_name=name,
+                md_uid=meta["uid"],
+                namespace=namespace,
+                spec=md.spec,
+                version=action.version,
+                uri=action.uri,
+                replicas=action.replicas,
+                template_hash=action.template_hash,
+                lineage=lineage,
+            )
+        except (AttributeError, KeyError, TypeError, ValueError) as exc:  # a template no Deployment fits
+            raise Refused(f"cannot build {target} from spec.template: {exc}") from exc
+        self._apply(f"apply {target}", self.apps.patch_namespaced_deployment, manifest, dry_run=dry_run)
+
+    def _apply_service(self, md: ModelDeployment, action: ApplyService, *, dry_run: bool) -> None:
+        meta = md.metadata
+        manifest = service_manifest(
+            md_name=meta["name"],
+            md_uid=meta["uid"],
+            namespace=meta["namespace"],
+            spec=md.spec,
+            version=action.version,
+        )
+        what = f"apply services {meta['namespace']}/{meta['name']}"
+        self._apply(what, self.core.patch_namespaced_service, manifest, dry_run=dry_run)
+
+    @staticmethod
+    def _apply(what: str, patch: Callable[..., Any], manifest: dict[str, Any], *, dry_run: bool) -> None:
+        """Server-side apply (the body goes out as UTF-8: see `_Utf8Apply`)."""
+        extra = {"dry_run": "All"} if dry_run else {}
+        call(
+            ("dry-run " if dry_run else "") + what,
+            patch,
+            manifest["metadata"]["name"],
+            manifest["metadata"]["namespace"],
+            manifest,
+            field_manager=FIELD_MANAGER,
+            force=True,
+            _content_type=APPLY,
+            **extra,
+        )
 
     def write_status(self, body: dict[str, Any], status: dict[str, Any]) -> dict[str, Any]:
         """Replace the status, guarded by the resourceVersion read: a concurrent change is a Conflict."""

@@ -13,7 +13,7 @@ from typing import Any
 import yaml
 
 from canaria import GROUP, KIND, PLURAL, VERSION
-from canaria.core.api import ModelDeploymentSpec, ModelDeploymentStatus
+from canaria.core.api import DNS_1035, MAX_NAME, ModelDeploymentSpec, ModelDeploymentStatus, cel, cel_regex
 
 _DROP_KEYS = {"title", "additionalProperties"}
 
@@ -75,6 +75,21 @@ def openapi_schema() -> dict[str, Any]:
         "type": "object",
         "description": "A model version that should serve, rolled out in canary steps gated by Prometheus.",
         "required": ["spec"],
+        # The name becomes the Service's (a DNS-1035 label) and `<name>-<version>` the Deployments':
+        # refused here rather than half-created later.
+        "x-kubernetes-validations": [
+            cel(
+                f"self.metadata.name.size() <= {MAX_NAME}",
+                f"metadata.name must be at most {MAX_NAME} characters",
+                ".metadata",
+            ),
+            cel(
+                f"self.metadata.name.matches({cel_regex(DNS_1035)})",
+                "metadata.name must be a DNS-1035 label: lower-case letters, digits and '-', starting with a "
+                "letter and ending with a letter or digit",
+                ".metadata",
+            ),
+        ],
         "properties": {
             "apiVersion": {"type": "string", "description": "API version: canaria.dev/v1alpha1."},
             "kind": {"type": "string", "description": "ModelDeployment."},

@@ -19,7 +19,7 @@ from kubernetes import client, config
 
 from canaria import GROUP, PLURAL, VERSION
 from canaria.core.commands import COMMAND_ANNOTATION
-from canaria.kube.cluster import Forbidden, NamespaceTerminating
+from canaria.kube.cluster import Forbidden, NamespaceTerminating, describe_error
 from canaria.kube.notify import Notifier
 from canaria.kube.reconciler import Reconciler, Settings
 from canaria.kube.telemetry import RECONCILE_ERRORS
@@ -140,17 +140,20 @@ async def drive_rollout(
                 if decision is not None and decision.requeue_after is not None:
                     delay = min(max(decision.requeue_after, 0.05), RESYNC_SECONDS)
             except NamespaceTerminating as exc:
-                logger.info(str(exc))
+                logger.info(f"{namespace}/{name}: {exc}")
                 delay = RESYNC_SECONDS
             except Forbidden as exc:
                 RECONCILE_ERRORS.labels(kind="forbidden").inc()
-                logger.error(str(exc))
                 delay = ERROR_BACKOFF[min(errors, len(ERROR_BACKOFF) - 1)]
+                logger.error(f"{namespace}/{name}: {exc}; retrying in {delay:g}s")
                 errors += 1
-            except Exception as exc:  # an API hiccup (5xx, timeout): back off and retry, never die
+            except Exception as exc:  # an API hiccup (429, 5xx, timeout): back off and retry, never die
                 RECONCILE_ERRORS.labels(kind=type(exc).__name__).inc()
-                logger.warning(f"reconcile failed, retrying: {exc!r}")
                 delay = ERROR_BACKOFF[min(errors, len(ERROR_BACKOFF) - 1)]
+                # the object and the API server's own words, in the text (both log formats carry it)
+                logger.warning(
+                    f"{namespace}/{name}: reconcile failed, retrying in {delay:g}s: {describe_error(exc)}"
+                )
                 errors += 1
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(wake.wait(), timeout=delay)

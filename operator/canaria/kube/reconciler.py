@@ -19,12 +19,12 @@ from pydantic import ValidationError
 
 from canaria.core.actions import ApplyWorkload, Decision, EmitEvent
 from canaria.core.api import MetricResult, ModelDeployment, ModelDeploymentStatus, Verdict
-from canaria.core.engine import analysis_due, analysis_variables, decide, invalid_spec_status
+from canaria.core.engine import analysis_due, analysis_variables, decide, history_event, invalid_spec_status
 from canaria.core.notifications import Policy
 from canaria.core.observations import AnalysisRun
 from canaria.core.problems import describe_errors
 from canaria.kube import telemetry as metrics
-from canaria.kube.cluster import Cluster, Conflict
+from canaria.kube.cluster import Cluster, Conflict, Refused
 from canaria.kube.notify import Notifier
 from canaria.providers import prometheus as prometheus_analysis
 
@@ -85,16 +85,28 @@ class Reconciler:
         if analysis_due(md.spec, md.status, observations, now):
             observations = dataclasses.replace(observations, analysis=self._analyse(md, now))
         decision = decide(md.spec, md.status, observations, now)
-        self.cluster.carry_out(md, decision.actions)
+        try:
+            self.cluster.validate(md, decision.actions)  # dry run: nothing changes if the spec is refused
+            self.cluster.carry_out(md, decision.actions)
+        except Refused as exc:
+            # permanent for this generation: the engine records it and holds; what served keeps serving
+            log.warning(
+                "%s/%s: spec generation %s refused: %s", namespace, name, observations.generation, exc
+            )
+            observations = dataclasses.replace(observations, refusal=str(exc))
+            decision = decide(md.spec, md.status, observations, now)
         new_status = decision.status.dump()
         if command_error:
             new_status["message"] = f"ignored {command_error}"
         if new_status != body.get("status"):
-            self.cluster.write_status(body, new_status)
+            body = self.cluster.write_status(body, new_status)
+        posted = set()
         for action in decision.actions:
             if isinstance(action, EmitEvent):
                 self.cluster.post_event(body, action, related_version=action.version)
+                posted.add(action.key)
                 metrics.TRANSITIONS.labels(namespace=namespace, name=name, reason=action.reason).inc()
+        self._confirm_events(body, decision.status, md.spec.model.owner, posted)
         if self.notifier is not None:
             after = ModelDeployment(metadata=md.metadata, spec=md.spec, status=decision.status)
             if self.notifier.owes(after):
@@ -104,6 +116,26 @@ class Reconciler:
                 "%s/%s: %s", namespace, name, [a for a in decision.actions if not isinstance(a, EmitEvent)]
             )
         return decision
+
+    def _confirm_events(
+        self, body: dict[str, Any], status: ModelDeploymentStatus, owner: str | None, posted: set[str]
+    ) -> None:
+        """Every history entry gets exactly one Event, whatever crash came between the status write and
+        the post: entries newer than status.eventsThrough are (re-)posted under their deterministic
+        names (a repeat is a 409, ignored), then eventsThrough moves up in one more status write."""
+        through = status.events_through or 0
+        pending = [e for e in status.history if e.seq > through]
+        if not pending:
+            return
+        for entry in pending:
+            event = history_event(entry, owner)
+            if event.key not in posted:
+                log.info(
+                    "%s: re-posting the Event of history entry %s (%s)", _ref(body), entry.seq, entry.reason
+                )
+                self.cluster.post_event(body, event, related_version=event.version)
+        confirmed = {**(body.get("status") or {}), "eventsThrough": pending[-1].seq}
+        self.cluster.write_status(body, confirmed)
 
     def _analyse(self, md: ModelDeployment, now: datetime) -> AnalysisRun:
         """Run every health query; a connection problem is an inconclusive result, never an exception."""
@@ -150,3 +182,8 @@ class Reconciler:
         self.cluster.post_event(
             body, EmitEvent("Warning", "InvalidSpec", new_status["message"], key=f"invalid-{generation}")
         )
+
+
+def _ref(body: dict[str, Any]) -> str:
+    meta = body["metadata"]
+    return f"{meta['namespace']}/{meta['name']}"

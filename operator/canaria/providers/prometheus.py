@@ -192,9 +192,9 @@ class _Client:
     def close(self) -> None:
         self.prom.close()
 
-    def query(self, query: str, at: datetime) -> list[Any] | _Failure:
-        """Run an instant query at ``at``; return ``data.result`` or a classified failure, never raise
-        for a server problem."""
+    def query(self, query: str, at: datetime) -> tuple[str, list[Any]] | _Failure:
+        """Run an instant query at ``at``; return ``(data.resultType, data.result)`` or a classified
+        failure, never raise for a server problem."""
         self.last_response = None
         timeout = self.target.timeout
         # Prometheus reads a bare number as seconds ("0.3"; "0.3s" would be rejected as a duration).
@@ -227,7 +227,9 @@ class _Client:
             return _Failure(Verdict.INCONCLUSIVE, f"not a Prometheus API answer from {address} ({error!r})")
         if not isinstance(result, list):
             return _Failure(Verdict.INCONCLUSIVE, f"bad answer from {self.target.address}: {result!r:.200}")
-        return result
+        return str(
+            self.last_response.json()["data"].get("resultType")
+        ) if self.last_response else "vector", result
 
 
 def _timestamp(at: datetime) -> float:
@@ -264,7 +266,8 @@ def run_analysis(
             if isinstance(answer, _Failure):
                 results.append(result(metric, answer.verdict, query=query, at=now, reason=answer.reason))
             else:
-                results.append(classify(metric, answer, query=query, at=now))
+                result_type, samples = answer
+                results.append(classify(metric, samples, query=query, at=now, result_type=result_type))
     finally:
         client.close()
     return AnalysisRun(at=now, results=tuple(results))
