@@ -60,8 +60,9 @@ class Refused(Exception):
 
 #: 4xx answers that a later attempt can get past: a conflict, throttling, a request timeout.
 TRANSIENT_CLIENT_STATUSES = frozenset({408, 409, 425, 429})
-#: A 500 the API server gives for an object its schema cannot hold (server-side apply of a bad field).
-PERMANENT_SERVER_MESSAGES = ("failed to create typed patch object",)
+#: 500s the API server gives for an object its schema cannot hold (server-side apply of a field of the
+#: wrong type, a quantity that does not parse).
+PERMANENT_SERVER_MESSAGES = ("failed to create typed patch object", "unable to convert unstructured object")
 
 
 def is_permanent(exc: ApiException) -> bool:
