@@ -197,8 +197,10 @@ CASES: list[tuple[str, Edit, str]] = [
 
 
 def _named(status: dict[str, Any], field: str) -> bool:
-    """status says what is wrong, naming the field: in its message and in a False condition."""
-    conditions = [c for c in status.get("conditions") or [] if c.get("status") == "False"]
+    """status says what is wrong, naming the field: in its message and in the Stalled condition."""
+    conditions = [
+        c for c in status.get("conditions") or [] if c["type"] == "Stalled" and c["status"] == "True"
+    ]
     return field in (status.get("message") or "") and any(
         field in (c.get("message") or "") for c in conditions
     )
