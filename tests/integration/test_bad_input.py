@@ -303,4 +303,4 @@ def test_a_refused_edit_keeps_the_serving_version_and_is_not_retried(
             == "example.com/s:2"
         ),
     )
-    assert "refused" not in mds.status("fraud")
+    wait_for("the refusal cleared", lambda: "refused" not in mds.status("fraud"))
