@@ -36,12 +36,12 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # the integration tier's control plane, kubelet and helpers
 
 from kubernetes import client  # noqa: E402
-from tests.integration.controlplane import ControlPlane  # noqa: E402
 from tests.integration.harness import ModelDeployments, install_crd, model_deployment, wait_for  # noqa: E402
-from tests.integration.kubelet import TestKubelet  # noqa: E402
 
 from canaria.core.commands import COMMAND_ANNOTATION, new_command  # noqa: E402
 from canaria.kube.rbac import rules as rbac_rules  # noqa: E402
+from canaria.sandbox.controlplane import ControlPlane  # noqa: E402
+from canaria.sandbox.kubelet import Kubelet  # noqa: E402
 from canaria.sandbox.processes import OperatorProcess  # noqa: E402
 
 NAME, REPLICAS = "fraud", 4
@@ -121,7 +121,7 @@ def main() -> int:
         with ControlPlane(assets, work / "cp") as cp:
             api = cp.api_client()
             install_crd(api)
-            with TestKubelet(cp.api_client(), interval=0.1):
+            with Kubelet(cp.api_client(), interval=0.1):
                 figures = {
                     mode: measure(cp, api, work, warm=mode == "warm", runs=args.runs)
                     for mode in ("warm", "cold")

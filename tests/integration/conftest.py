@@ -20,11 +20,11 @@ from kubernetes.client.exceptions import ApiException
 
 from canaria import GROUP, PLURAL, VERSION
 from canaria.kube.rbac import rules as rbac_rules
+from canaria.sandbox.controlplane import ControlPlane, missing_binaries
+from canaria.sandbox.kubelet import Kubelet
 from canaria.sandbox.processes import OperatorProcess
 
-from .controlplane import ControlPlane, missing_binaries
 from .harness import ModelDeployments, install_crd
-from .kubelet import TestKubelet
 
 _HERE = Path(__file__).resolve().parent
 _SKIP_UNSET = (
@@ -69,10 +69,10 @@ def admin_api(control_plane: ControlPlane) -> Iterator[client.ApiClient]:
 
 
 @pytest.fixture(scope="session")
-def _session_kubelet(control_plane: ControlPlane) -> Iterator[TestKubelet]:
+def _session_kubelet(control_plane: ControlPlane) -> Iterator[Kubelet]:
     """One kubelet thread for the session, with its own ApiClient (it runs concurrently with tests)."""
     api = control_plane.api_client()
-    kubelet = TestKubelet(api).start()
+    kubelet = Kubelet(api).start()
     try:
         yield kubelet
     finally:
@@ -81,7 +81,7 @@ def _session_kubelet(control_plane: ControlPlane) -> Iterator[TestKubelet]:
 
 
 @pytest.fixture
-def kubelet(_session_kubelet: TestKubelet) -> Iterator[TestKubelet]:
+def kubelet(_session_kubelet: Kubelet) -> Iterator[Kubelet]:
     """The running test kubelet; ``never_ready`` set by a test is reset afterwards."""
     try:
         yield _session_kubelet

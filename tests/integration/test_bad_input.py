@@ -15,10 +15,10 @@ from typing import Any
 
 from kubernetes.client.exceptions import ApiException
 
+from canaria.sandbox.kubelet import Kubelet
 from canaria.sandbox.processes import OperatorProcess
 
 from .harness import ModelDeployments, model_deployment, wait_for
-from .kubelet import TestKubelet
 
 Edit = Callable[[dict[str, Any]], None]
 
@@ -207,7 +207,7 @@ def _named(status: dict[str, Any], field: str) -> bool:
 
 
 def test_every_malformed_spec_is_refused_or_reported_naming_the_field(
-    mds: ModelDeployments, start_operator: Callable[..., OperatorProcess], kubelet: TestKubelet
+    mds: ModelDeployments, start_operator: Callable[..., OperatorProcess], kubelet: Kubelet
 ) -> None:
     assert len(CASES) >= 100
     operator = start_operator()
@@ -259,7 +259,7 @@ def test_every_malformed_spec_is_refused_or_reported_naming_the_field(
 
 
 def test_a_refused_edit_keeps_the_serving_version_and_is_not_retried(
-    mds: ModelDeployments, start_operator: Callable[..., OperatorProcess], kubelet: TestKubelet
+    mds: ModelDeployments, start_operator: Callable[..., OperatorProcess], kubelet: Kubelet
 ) -> None:
     """An emoji in the URI serves (apply patches go out as UTF-8); a huge change reason stays out of
     status; a pod template the apps API refuses changes nothing, says why once, and waits for a fix."""

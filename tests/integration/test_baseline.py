@@ -11,10 +11,10 @@ from collections.abc import Callable
 
 import pytest
 
+from canaria.sandbox.kubelet import Kubelet
 from canaria.sandbox.processes import OperatorProcess
 
 from .harness import ModelDeployments, model_deployment, wait_for
-from .kubelet import TestKubelet
 
 NAME = "fraud"
 DEADLINE = 45.0
@@ -23,7 +23,7 @@ pytestmark = pytest.mark.integration
 
 
 def test_a_candidate_with_a_lower_auc_than_serving_is_refused_before_any_traffic(
-    mds: ModelDeployments, start_operator: Callable[..., OperatorProcess], kubelet: TestKubelet
+    mds: ModelDeployments, start_operator: Callable[..., OperatorProcess], kubelet: Kubelet
 ) -> None:
     start_operator()
     body = model_deployment(NAME, "v1", gates=[{"metric": "auc", "minDelta": 0.0}])

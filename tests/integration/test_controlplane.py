@@ -15,8 +15,8 @@ import pytest
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
-from .controlplane import ControlPlane, ControlPlaneError
-from .kubelet import NODE_NAME, TestKubelet
+from canaria.sandbox.controlplane import ControlPlane, ControlPlaneError
+from canaria.sandbox.kubelet import NODE_NAME, Kubelet
 
 T = TypeVar("T")
 
@@ -62,7 +62,7 @@ def is_ready(pod: Any) -> bool:
     return any(c.type == "Ready" and c.status == "True" for c in pod.status.conditions or [])
 
 
-def test_deployment_becomes_ready(admin_api: client.ApiClient, kubelet: TestKubelet, namespace: str) -> None:
+def test_deployment_becomes_ready(admin_api: client.ApiClient, kubelet: Kubelet, namespace: str) -> None:
     apps, core = client.AppsV1Api(admin_api), client.CoreV1Api(admin_api)
     apps.create_namespaced_deployment(namespace, deployment("web", "v1"))
 
@@ -77,9 +77,7 @@ def test_deployment_becomes_ready(admin_api: client.ApiClient, kubelet: TestKube
         assert pod.status.container_statuses[0].image == "registry.invalid/model:v1"
 
 
-def test_scaled_down_pods_are_deleted(
-    admin_api: client.ApiClient, kubelet: TestKubelet, namespace: str
-) -> None:
+def test_scaled_down_pods_are_deleted(admin_api: client.ApiClient, kubelet: Kubelet, namespace: str) -> None:
     """Graceful deletion needs a kubelet to finish it; without that, Pods would stay Terminating."""
     apps, core = client.AppsV1Api(admin_api), client.CoreV1Api(admin_api)
     apps.create_namespaced_deployment(namespace, deployment("web", "v1"))
@@ -92,7 +90,7 @@ def test_scaled_down_pods_are_deleted(
 
 
 def test_never_ready_pods_run_but_stay_unready(
-    admin_api: client.ApiClient, kubelet: TestKubelet, namespace: str
+    admin_api: client.ApiClient, kubelet: Kubelet, namespace: str
 ) -> None:
     apps, core = client.AppsV1Api(admin_api), client.CoreV1Api(admin_api)
     kubelet.never_ready = lambda pod: (pod.metadata.labels or {}).get("canaria.dev/version") == "v2"

@@ -14,10 +14,10 @@ from collections.abc import Callable
 from typing import Any
 
 from canaria.kube.workloads import VERSION_LABEL
+from canaria.sandbox.kubelet import Kubelet
 from canaria.sandbox.processes import OperatorProcess
 
 from .harness import ModelDeployments, model_deployment
-from .kubelet import TestKubelet
 
 SEED = 1414
 OBJECTS = 8
@@ -57,7 +57,7 @@ def _settled(mds: ModelDeployments, name: str, stable: str, bad: bool) -> bool:
 
 
 def test_rollouts_survive_random_kills_with_every_event_posted_once(
-    mds: ModelDeployments, start_operator: Callable[..., OperatorProcess], kubelet: TestKubelet
+    mds: ModelDeployments, start_operator: Callable[..., OperatorProcess], kubelet: Kubelet
 ) -> None:
     rng = random.Random(SEED)
     kubelet.never_ready = lambda pod: (pod.metadata.labels or {}).get(VERSION_LABEL, "").endswith("bad")

@@ -13,11 +13,11 @@ import pytest
 import yaml
 
 from canaria.cli import main as cli
+from canaria.sandbox.controlplane import ControlPlane
+from canaria.sandbox.kubelet import Kubelet
 from canaria.sandbox.processes import OperatorProcess
 
-from .controlplane import ControlPlane
 from .harness import ModelDeployments, model_deployment, wait_for
-from .kubelet import TestKubelet
 
 
 class Ctl:
@@ -68,7 +68,7 @@ def history_entry(mds: ModelDeployments, name: str, reason: str) -> dict[str, An
 def test_promote_pause_resume_rollback_with_status_list_history(
     mds: ModelDeployments,
     start_operator: Callable[..., OperatorProcess],
-    kubelet: TestKubelet,
+    kubelet: Kubelet,
     ctl: Ctl,
 ) -> None:
     ns = mds.namespace
@@ -187,7 +187,7 @@ def test_promote_pause_resume_rollback_with_status_list_history(
 def test_abort_retry_and_forbidden(
     mds: ModelDeployments,
     start_operator: Callable[..., OperatorProcess],
-    kubelet: TestKubelet,
+    kubelet: Kubelet,
     ctl: Ctl,
     control_plane: ControlPlane,
     tmp_path: Path,

@@ -13,11 +13,11 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from canaria.sandbox.controlplane import ControlPlane
+from canaria.sandbox.kubelet import Kubelet
 from canaria.sandbox.processes import OperatorProcess
 
-from .controlplane import ControlPlane
 from .harness import ModelDeployments, model_deployment, wait_for
-from .kubelet import TestKubelet
 
 RELEASE_CONDITIONS = ("Ready", "Reconciling", "Stalled")
 
@@ -80,7 +80,7 @@ def settled(mds: ModelDeployments, expected: tuple[str, str], timeout: float = 4
 def test_kubectl_wait_ready_returns_only_once_the_new_version_is_promoted(
     mds: ModelDeployments,
     start_operator: Callable[..., OperatorProcess],
-    kubelet: TestKubelet,
+    kubelet: Kubelet,
     kubectl_bin: str,
     control_plane: ControlPlane,
 ) -> None:
@@ -101,7 +101,7 @@ def test_kubectl_wait_ready_returns_only_once_the_new_version_is_promoted(
 def test_kubectl_wait_fails_fast_on_a_reverted_version(
     mds: ModelDeployments,
     start_operator: Callable[..., OperatorProcess],
-    kubelet: TestKubelet,
+    kubelet: Kubelet,
     kubectl_bin: str,
     control_plane: ControlPlane,
 ) -> None:
@@ -128,7 +128,7 @@ def test_kubectl_wait_fails_fast_on_a_reverted_version(
 
 
 def test_conditions_and_observed_generation_through_every_phase_and_a_restart(
-    mds: ModelDeployments, start_operator: Callable[..., OperatorProcess], kubelet: TestKubelet
+    mds: ModelDeployments, start_operator: Callable[..., OperatorProcess], kubelet: Kubelet
 ) -> None:
     operator = start_operator()
     steps = [{"weight": 50, "pause": "2s"}, {"weight": 100}]

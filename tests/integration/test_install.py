@@ -26,8 +26,8 @@ from kubernetes.client.exceptions import ApiException
 from canaria import GROUP, PLURAL, VERSION
 from canaria.kube import rbac
 from canaria.kube.crd import render_crd
+from canaria.sandbox.controlplane import ControlPlane, write_kubeconfig
 
-from .controlplane import ControlPlane, write_kubeconfig
 from .harness import absent, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]

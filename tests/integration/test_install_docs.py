@@ -34,10 +34,10 @@ from kubernetes.client.exceptions import ApiException
 
 from canaria import GROUP, PLURAL
 from canaria.kube import rbac
+from canaria.sandbox.controlplane import ControlPlane
+from canaria.sandbox.kubelet import Kubelet
 
-from .controlplane import ControlPlane
 from .harness import absent, wait_for
-from .kubelet import TestKubelet
 
 ROOT = Path(__file__).resolve().parents[2]
 DOC = ROOT / "docs" / "install.md"
@@ -248,7 +248,7 @@ def test_helm_section_as_documented(
     control_plane: ControlPlane,
     admin_api: client.ApiClient,
     crd: str,
-    kubelet: TestKubelet,
+    kubelet: Kubelet,
     helm_namespace: str,
 ) -> None:
     install, upgrade, uninstall = (commands(b) for b in section_blocks("Helm"))
@@ -322,7 +322,7 @@ def test_kubectl_section_as_documented(
     control_plane: ControlPlane,
     admin_api: client.ApiClient,
     crd: str,
-    kubelet: TestKubelet,
+    kubelet: Kubelet,
     kustomize_namespace: str,
     tmp_path: Path,
 ) -> None:

@@ -10,10 +10,10 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 
+from canaria.sandbox.kubelet import Kubelet
 from canaria.sandbox.processes import OperatorProcess
 
 from .harness import ModelDeployments, absent, model_deployment, wait_for
-from .kubelet import TestKubelet
 
 VERSION_LABEL = "canaria.dev/version"
 
@@ -49,7 +49,7 @@ class ReadySampler:
 
 
 def test_rollback_within_the_window_moves_traffic_with_no_pod_start_and_after_the_window_it_is_gone(
-    mds: ModelDeployments, start_operator: Callable[..., OperatorProcess], kubelet: TestKubelet
+    mds: ModelDeployments, start_operator: Callable[..., OperatorProcess], kubelet: Kubelet
 ) -> None:
     start_operator()
     body = model_deployment("fraud", "v1", replicas=2, steps=[{"weight": 100}])

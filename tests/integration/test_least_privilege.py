@@ -54,11 +54,11 @@ from kubernetes.client.exceptions import ApiException
 
 from canaria import GROUP, PLURAL, VERSION
 from canaria.kube import rbac
+from canaria.sandbox.controlplane import ControlPlane, write_kubeconfig
+from canaria.sandbox.kubelet import Kubelet
 from canaria.sandbox.processes import OperatorProcess
 
-from .controlplane import ControlPlane, write_kubeconfig
 from .harness import ModelDeployments, install_crd, model_deployment, wait_for
-from .kubelet import TestKubelet
 from .test_install import (
     CHART,
     KUSTOMIZE_NAMESPACE,
@@ -428,7 +428,7 @@ def install(
     control_plane: ControlPlane,
     admin_api: client.ApiClient,
     crd: str,
-    _session_kubelet: TestKubelet,
+    _session_kubelet: Kubelet,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Install]:
     """One install path, installed for every test of this module that uses it (pytest groups them)."""
@@ -480,7 +480,7 @@ def with_secret(mds: ModelDeployments) -> None:
 
 @pytest.mark.parametrize("install", INSTALLS, indirect=True)
 def test_rollouts_run_under_the_installed_rbac(
-    install: Install, target: str, admin_api: client.ApiClient, kubelet: TestKubelet, tmp_path: Path
+    install: Install, target: str, admin_api: client.ApiClient, kubelet: Kubelet, tmp_path: Path
 ) -> None:
     """Healthy, promoted (with an analysis reading a Secret), reverted, deleted: not one request denied."""
     installed = install.rules("ClusterRole", install.cluster_role, None)
@@ -599,7 +599,7 @@ def test_removing_a_verb_is_reported_by_name(
     namespace: str,
     mds: ModelDeployments,
     start_operator: Callable[..., OperatorProcess],
-    kubelet: TestKubelet,
+    kubelet: Kubelet,
 ) -> None:
     """Each verb of a rule is used too: the declared rules minus one verb, bound to a ServiceAccount of
     their own, and the operator watching one namespace (as with ``watchNamespaces``, where kopf lists and

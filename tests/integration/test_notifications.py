@@ -19,11 +19,11 @@ from typing import Any
 import pytest
 from kubernetes import client
 
+from canaria.sandbox.kubelet import Kubelet
 from canaria.sandbox.localprom import LocalPrometheus, PrometheusNotFound
 from canaria.sandbox.processes import OperatorProcess
 
 from .harness import ModelDeployments, model_deployment, wait_for
-from .kubelet import TestKubelet
 
 FAILING = {"name": "error-rate", "query": "vector(0.05)", "max": 0.01}
 
@@ -102,7 +102,7 @@ def notifying_operator(
     namespace: str,
     receivers: dict[str, Receiver],
     constant_prometheus: LocalPrometheus,
-    kubelet: TestKubelet,
+    kubelet: Kubelet,
 ) -> Callable[[], OperatorProcess]:
     """`canaria run` with two receivers (Slack and JSON) whose URLs are in a Secret of the namespace."""
     data = {name: base64.b64encode(r.url.encode()).decode() for name, r in receivers.items()}

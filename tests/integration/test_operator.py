@@ -13,15 +13,15 @@ from canaria import GROUP, PLURAL, VERSION
 from canaria.kube.cluster import Cluster
 from canaria.kube.rbac import rules as rbac_rules
 from canaria.kube.reconciler import Reconciler, Settings
+from canaria.sandbox.controlplane import ControlPlane
+from canaria.sandbox.kubelet import Kubelet
 from canaria.sandbox.processes import OperatorProcess
 
-from .controlplane import ControlPlane
 from .harness import ModelDeployments, model_deployment, wait_for
-from .kubelet import TestKubelet
 
 
 def test_first_deployment_becomes_healthy(
-    mds: ModelDeployments, start_operator: Callable[..., OperatorProcess], kubelet: TestKubelet
+    mds: ModelDeployments, start_operator: Callable[..., OperatorProcess], kubelet: Kubelet
 ) -> None:
     start_operator()
     mds.create(model_deployment("fraud", "v1", replicas=3))
@@ -52,7 +52,7 @@ def _healthy_v1(mds: ModelDeployments, name: str = "fraud", **kwargs: object) ->
 
 
 def test_new_version_walks_the_steps_with_the_right_replicas(
-    mds: ModelDeployments, start_operator: Callable[..., OperatorProcess], kubelet: TestKubelet
+    mds: ModelDeployments, start_operator: Callable[..., OperatorProcess], kubelet: Kubelet
 ) -> None:
     start_operator()
     steps = [{"weight": 25, "pause": "3s"}, {"weight": 50, "pause": "3s"}, {"weight": 100}]
@@ -89,7 +89,7 @@ def test_new_version_walks_the_steps_with_the_right_replicas(
 
 
 def test_replica_change_is_applied_without_a_rollout(
-    mds: ModelDeployments, start_operator: Callable[..., OperatorProcess], kubelet: TestKubelet
+    mds: ModelDeployments, start_operator: Callable[..., OperatorProcess], kubelet: Kubelet
 ) -> None:
     start_operator()
     _healthy_v1(mds, replicas=2)
@@ -103,7 +103,7 @@ def test_replica_change_is_applied_without_a_rollout(
 
 
 def test_canary_that_never_becomes_ready_is_reverted_after_its_deadline(
-    mds: ModelDeployments, start_operator: Callable[..., OperatorProcess], kubelet: TestKubelet
+    mds: ModelDeployments, start_operator: Callable[..., OperatorProcess], kubelet: Kubelet
 ) -> None:
     start_operator()
     _healthy_v1(mds, replicas=2, progress_deadline="4s")
@@ -124,7 +124,7 @@ def test_canary_that_never_becomes_ready_is_reverted_after_its_deadline(
 
 
 def test_deleting_the_model_deployment_removes_what_it_owns(
-    mds: ModelDeployments, start_operator: Callable[..., OperatorProcess], kubelet: TestKubelet
+    mds: ModelDeployments, start_operator: Callable[..., OperatorProcess], kubelet: Kubelet
 ) -> None:
     start_operator()
     _healthy_v1(mds)
@@ -142,7 +142,7 @@ def test_deleting_the_model_deployment_removes_what_it_owns(
 
 
 def test_operator_killed_mid_rollout_resumes_at_the_same_step_without_repeating_events(
-    mds: ModelDeployments, start_operator: Callable[..., OperatorProcess], kubelet: TestKubelet
+    mds: ModelDeployments, start_operator: Callable[..., OperatorProcess], kubelet: Kubelet
 ) -> None:
     operator = start_operator()
     steps = [{"weight": 50, "pause": "4s"}, {"weight": 100}]
@@ -162,7 +162,7 @@ def test_operator_killed_mid_rollout_resumes_at_the_same_step_without_repeating_
 
 
 def test_stale_write_is_retried_not_lost(
-    mds: ModelDeployments, control_plane: ControlPlane, kubelet: TestKubelet, tmp_path: Path
+    mds: ModelDeployments, control_plane: ControlPlane, kubelet: Kubelet, tmp_path: Path
 ) -> None:
     """A change landing between the operator's read and its status write is a real 409; the reconcile
     is redone from a fresh read and nothing is lost."""
@@ -191,7 +191,7 @@ def test_stale_write_is_retried_not_lost(
 def test_operator_restricted_to_one_namespace_ignores_the_others(
     mds: ModelDeployments,
     start_operator: Callable[..., OperatorProcess],
-    kubelet: TestKubelet,
+    kubelet: Kubelet,
     admin_api: client.ApiClient,
 ) -> None:
     core = client.CoreV1Api(admin_api)
@@ -210,7 +210,7 @@ def test_operator_restricted_to_one_namespace_ignores_the_others(
 
 
 def test_a_missing_permission_is_reported_by_name(
-    mds: ModelDeployments, start_operator: Callable[..., OperatorProcess], kubelet: TestKubelet
+    mds: ModelDeployments, start_operator: Callable[..., OperatorProcess], kubelet: Kubelet
 ) -> None:
     without_events = [r for r in rbac_rules() if r["resources"] != ["events"] or r["apiGroups"] != [""]]
     operator = start_operator(rules=without_events)
@@ -224,7 +224,7 @@ def test_a_missing_permission_is_reported_by_name(
 
 
 def test_stable_keeps_its_image_while_a_canary_with_a_new_image_is_tried_and_reverted(
-    mds: ModelDeployments, start_operator: Callable[..., OperatorProcess], kubelet: TestKubelet
+    mds: ModelDeployments, start_operator: Callable[..., OperatorProcess], kubelet: Kubelet
 ) -> None:
     start_operator()
     _healthy_v1(mds, replicas=2, progress_deadline="4s")

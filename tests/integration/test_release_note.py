@@ -8,11 +8,11 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from canaria.sandbox.controlplane import ControlPlane
+from canaria.sandbox.kubelet import Kubelet
 from canaria.sandbox.processes import OperatorProcess
 
-from .controlplane import ControlPlane
 from .harness import ModelDeployments, model_deployment
-from .kubelet import TestKubelet
 
 
 def _release_note(
@@ -30,7 +30,7 @@ def _release_note(
 def test_the_release_note_of_a_promoted_version(
     mds: ModelDeployments,
     start_operator: Callable[..., OperatorProcess],
-    kubelet: TestKubelet,
+    kubelet: Kubelet,
     control_plane: ControlPlane,
 ) -> None:
     start_operator()

@@ -24,14 +24,14 @@ from typing import Any
 
 import pytest
 
+from canaria.sandbox.controlplane import ControlPlane
+from canaria.sandbox.kubelet import Kubelet
 from canaria.sandbox.localprom import LocalPrometheus, PrometheusNotFound
 from canaria.sandbox.processes import OperatorProcess
 from canaria.sandbox.simulator import ModelServerSimulator
 from tests.fixtures_prometheus import SIMULATED_SERVICE
 
-from .controlplane import ControlPlane
 from .harness import ModelDeployments, model_deployment, wait_for
-from .kubelet import TestKubelet
 from .traffic import TrafficFollower
 
 NAME = SIMULATED_SERVICE  # the ModelDeployment's name is the service label its queries select
@@ -192,7 +192,7 @@ def test_healthy_canary_passes_every_step_and_is_promoted(
     world: tuple[ModelServerSimulator, LocalPrometheus],
     mds: ModelDeployments,
     start_operator: Callable[..., OperatorProcess],
-    kubelet: TestKubelet,
+    kubelet: Kubelet,
     follow_traffic: Callable[[ModelServerSimulator], TrafficFollower],
 ) -> None:
     simulator, prometheus = world
@@ -250,7 +250,7 @@ def test_canary_with_8_percent_errors_fails_its_first_step_and_is_reverted(
     world: tuple[ModelServerSimulator, LocalPrometheus],
     mds: ModelDeployments,
     start_operator: Callable[..., OperatorProcess],
-    kubelet: TestKubelet,
+    kubelet: Kubelet,
     follow_traffic: Callable[[ModelServerSimulator], TrafficFollower],
 ) -> None:
     simulator, prometheus = world
@@ -304,7 +304,7 @@ def test_prometheus_stopped_mid_rollout_promotes_nothing_and_reverts_past_the_in
     prometheus: LocalPrometheus,
     mds: ModelDeployments,
     start_operator: Callable[..., OperatorProcess],
-    kubelet: TestKubelet,
+    kubelet: Kubelet,
     follow_traffic: Callable[[ModelServerSimulator], TrafficFollower],
 ) -> None:
     canary = "v2"
@@ -355,7 +355,7 @@ def test_query_matching_nothing_is_inconclusive_never_a_pass(
     world: tuple[ModelServerSimulator, LocalPrometheus],
     mds: ModelDeployments,
     start_operator: Callable[..., OperatorProcess],
-    kubelet: TestKubelet,
+    kubelet: Kubelet,
     follow_traffic: Callable[[ModelServerSimulator], TrafficFollower],
 ) -> None:
     simulator, prometheus = world
@@ -414,7 +414,7 @@ def test_drift_gauge_above_its_max_fails_and_reverts(
     world: tuple[ModelServerSimulator, LocalPrometheus],
     mds: ModelDeployments,
     start_operator: Callable[..., OperatorProcess],
-    kubelet: TestKubelet,
+    kubelet: Kubelet,
     follow_traffic: Callable[[ModelServerSimulator], TrafficFollower],
 ) -> None:
     simulator, prometheus = world

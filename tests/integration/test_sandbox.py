@@ -27,11 +27,13 @@ from kubernetes.client.exceptions import ApiException
 
 from canaria import GROUP, PLURAL, VERSION
 from canaria.kube.crd import custom_resource_definition
+from canaria.sandbox.clusters import find_control_plane
 from canaria.sandbox.emulator import EmulatorThread, write_kubeconfig
 from canaria.sandbox.localprom import PrometheusNotFound, find_prometheus
 from canaria.sandbox.story import builtin_bodies, shorten
 
 REPO = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent  # where `canaria` and `kubectl-canaria` are installed
 STORY_DEADLINE = 90.0  # the issue's bound for the README's first command, after installation
 
 
@@ -78,10 +80,29 @@ def _wait_gone(text: str, timeout: float = 5.0) -> list[str]:
 
 
 @needs_prometheus
-def test_story_promotes_v2_and_reverts_v3_within_the_deadline(tmp_path: Path) -> None:
+def _assert_story(out: str, tmp_path: Path) -> None:
+    """The three acts, with the values that decided them, the audit trail and what was shortened."""
+    assert re.search(r"✓ v1 deployed and Healthy", out), out
+    assert re.search(r"✓ v2 promoted in [\d.]+s: canary \d+% → 50% → 100%", out), out
+    revert = re.search(r"✓ v3 reverted to v2 in [\d.]+s: error-rate (0\.\d+) > max 0\.01", out)
+    assert revert, out
+    assert 0.08 < float(revert.group(1)) < 0.16, revert.group(0)  # the simulated 12% error rate
+    assert "failureLimit 1" in out
+    # The live timeline showed the transitions as they happened...
+    for reason in ("RolloutStarted", "StepAdvanced", "Promoted", "BakeCompleted", "RolledBack"):
+        assert re.search(rf"^\s+[\d.]+s\s+\w+\s+{reason}\s", out, re.MULTILINE), f"{reason} missing\n{out}"
+    # ...and the audit trail was read back from the API's Events, in the story's own namespace.
+    assert "Event audit trail — kubectl get events -n canaria-sandbox" in out
+    assert re.search(r"Warning\s*│\s*AnalysisFail\s*│\s*fraud v3: error-rate=0\.\d+", out), out
+    assert re.search(r"Warning\s*│\s*RolledBack\s*│\s*fraud reverted v3 → v2", out), out
+    assert "Shortened for the sandbox" in out and "analysis interval → 1s" in out
+
+
+def test_story_on_the_emulator_within_the_deadline(tmp_path: Path) -> None:
+    """A machine without control plane binaries: the emulator plays the same story."""
     started = time.monotonic()
     run = subprocess.run(
-        [sys.executable, "-m", "canaria.cli.main", "sandbox"],
+        [sys.executable, "-m", "canaria.cli.main", "sandbox", "--cluster", "emulator"],
         cwd=REPO,
         env=_env(tmp_path),
         capture_output=True,
@@ -92,25 +113,83 @@ def test_story_promotes_v2_and_reverts_v3_within_the_deadline(tmp_path: Path) ->
     out = run.stdout + run.stderr
     assert run.returncode == 0, out
     assert took < STORY_DEADLINE, f"canaria sandbox took {took:.1f}s\n{out}"
-
-    # The three acts, with the values that decided them.
-    assert re.search(r"✓ v1 deployed and Healthy", out), out
-    assert re.search(r"✓ v2 promoted in [\d.]+s: canary \d+% → 50% → 100%", out), out
-    revert = re.search(r"✓ v3 reverted to v2 in [\d.]+s: error-rate (0\.\d+) > max 0\.01", out)
-    assert revert, out
-    assert 0.08 < float(revert.group(1)) < 0.16, revert.group(0)  # the simulated 12% error rate
-    assert "failureLimit 1" in out
-    # The live timeline showed the transitions as they happened...
-    for reason in ("RolloutStarted", "StepAdvanced", "Promoted", "BakeCompleted", "RolledBack"):
-        assert re.search(rf"^\s+[\d.]+s\s+\w+\s+{reason}\s", out, re.MULTILINE), f"{reason} missing\n{out}"
-    # ...and the audit trail was read back from the API's Events.
-    assert "Event audit trail" in out
-    assert re.search(r"Warning\s*│\s*AnalysisFail\s*│\s*fraud v3: error-rate=0\.\d+", out), out
-    assert re.search(r"Warning\s*│\s*RolledBack\s*│\s*fraud reverted v3 → v2", out), out
-    # It said what it shortened, and nothing is left behind.
-    assert "Shortened for the sandbox" in out and "analysis interval → 1s" in out
+    assert "(kmock emulator; no cluster" in out
+    _assert_story(out, tmp_path)
     assert not _wait_gone(str(tmp_path)), _processes_mentioning(str(tmp_path))
     assert not list(tmp_path.glob("canaria-sandbox-*")), "the sandbox left its temp dir"
+
+
+@needs_prometheus
+@pytest.mark.skipif(find_control_plane() is None, reason="no control plane binaries (KUBEBUILDER_ASSETS)")
+@pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl is not installed")
+def test_keep_on_a_control_plane_is_a_place_to_play(tmp_path: Path) -> None:
+    """The same story on a real control plane, then what a newcomer does next, as the docs say it: the
+    examples apply as they are (in their own namespace, beside the story's), the invalid ones are refused
+    at apply time naming the field, `kubectl explain` and `kubectl create namespace` work, the day-2
+    commands see both ModelDeployments, and the hints name the Prometheus to use."""
+    kubeconfig = tmp_path / "sandbox.kubeconfig"
+    log_path = tmp_path / "sandbox.out"
+    command = ["sandbox", "--keep", "--cluster", "control-plane", "--kubeconfig", str(kubeconfig)]
+    with log_path.open("w") as log:
+        sandbox = subprocess.Popen(
+            [sys.executable, "-m", "canaria.cli.main", *command],
+            cwd=REPO,
+            env=_env(tmp_path),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    env = {**_env(tmp_path), "KUBECONFIG": str(kubeconfig), "PATH": f"{BIN}:{os.environ['PATH']}"}
+
+    def run(*argv: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=30)
+
+    try:
+        deadline = time.monotonic() + STORY_DEADLINE + 30
+        while "keeps running" not in log_path.read_text():
+            assert sandbox.poll() is None, log_path.read_text()
+            assert time.monotonic() < deadline, log_path.read_text()
+            time.sleep(0.2)
+        out = log_path.read_text()
+        assert "(kube-apiserver, etcd and kube-controller-manager from " in out
+        _assert_story(out, tmp_path)
+        prometheus = re.search(r"^Prometheus: (http://127\.0\.0\.1:\d+)\.", out, re.MULTILINE)
+        assert prometheus and f"or set it to {prometheus.group(1)}" in out, out
+
+        applied = run("kubectl", "apply", "-f", "manifests/examples/01-first-deployment.yaml")
+        assert applied.returncode == 0, applied.stderr
+        deadline = time.monotonic() + 30
+        while run("kubectl", "get", "md", "fraud", "-o", "jsonpath={.status.phase}").stdout != "Healthy":
+            assert time.monotonic() < deadline, run("kubectl", "get", "md", "fraud", "-o", "yaml").stdout
+            time.sleep(0.3)
+        for invalid in sorted((REPO / "manifests" / "examples" / "invalid").glob("*.yaml")):
+            field = re.search(r"^# Rejected at (\S+?)\.?(\s|$)", invalid.read_text(), re.MULTILINE)
+            assert field, f"{invalid.name} does not say where it is rejected"
+            refused = run("kubectl", "apply", "-f", str(invalid))
+            assert refused.returncode != 0 and field.group(1) in refused.stderr, (
+                invalid.name,
+                refused.stderr,
+            )
+        explained = run("kubectl", "explain", "modeldeployment.spec")
+        assert explained.returncode == 0 and "rollout" in explained.stdout, explained.stderr
+        assert run("kubectl", "create", "namespace", "ml").returncode == 0
+
+        listed = run("kubectl", "canaria", "list", "-A")
+        assert listed.returncode == 0, listed.stderr
+        rows = {tuple(line.split()[:3]) for line in listed.stdout.splitlines()}
+        assert {("canaria-sandbox", "fraud", "Reverted"), ("default", "fraud", "Healthy")} <= rows, (
+            listed.stdout
+        )
+        status = run("canaria", "status", "fraud", "-n", "canaria-sandbox")
+        assert status.returncode == 0 and "next: reverted: spec still names v3" in status.stdout, status
+
+        sandbox.send_signal(signal.SIGINT)
+        assert sandbox.wait(timeout=30) == 0, log_path.read_text()
+    finally:
+        if sandbox.poll() is None:
+            sandbox.kill()
+            sandbox.wait()
+    assert not kubeconfig.exists(), "the kubeconfig of a stopped sandbox was left behind"
+    assert not _wait_gone(str(tmp_path), timeout=15), _processes_mentioning(str(tmp_path))
 
 
 def test_missing_prometheus_is_a_clear_error(tmp_path: Path) -> None:
@@ -140,6 +219,8 @@ def test_keep_serves_a_kubeconfig_until_sigint(tmp_path: Path) -> None:
                 "sandbox",
                 "--keep",
                 "--no-story",
+                "--cluster",
+                "emulator",
                 "--kubeconfig",
                 str(kubeconfig),
             ],
@@ -180,7 +261,7 @@ def test_keep_serves_a_kubeconfig_until_sigint(tmp_path: Path) -> None:
                 timeout=30,
             )
             assert listed.returncode == 0, listed.stderr
-            assert re.search(r"^churn\s+Healthy\s+v1\s+v1", listed.stdout, re.MULTILINE), listed.stdout
+            assert re.search(r"^churn\s+Healthy\s+\S+\s+v1\s+v1", listed.stdout, re.MULTILINE), listed.stdout
 
         sandbox.send_signal(signal.SIGINT)
         assert sandbox.wait(timeout=30) == 0, log_path.read_text()

@@ -20,7 +20,9 @@ def _main(args: argparse.Namespace) -> int:
     except ImportError as error:
         print(f"{MISSING} ({error})", file=sys.stderr)
         return 2
-    return run_sandbox(args.keep, story=args.story, kubeconfig=args.kubeconfig, examples=args.examples)
+    return run_sandbox(
+        args.keep, story=args.story, kubeconfig=args.kubeconfig, examples=args.examples, cluster=args.cluster
+    )
 
 
 def add_parser(commands: Any) -> None:
@@ -28,7 +30,8 @@ def add_parser(commands: Any) -> None:
     sandbox = commands.add_parser(
         "sandbox",
         help="watch a canary rollout on this machine, no cluster needed",
-        description="Start a Kubernetes emulator, a local Prometheus, a simulated model server and the "
+        description="Start Kubernetes (a real control plane from $KUBEBUILDER_ASSETS or setup-envtest's "
+        "cache when there is one, else an emulator), a local Prometheus, a simulated model server and the "
         "real operator, all on 127.0.0.1, and play a rollout: v1 deployed, v2 promoted in canary steps, "
         "v3 reverted on its error rate. Waits are shortened for the sandbox (and it says how). "
         "Needs Debian's prometheus package.",
@@ -53,5 +56,11 @@ def add_parser(commands: Any) -> None:
         metavar="DIR",
         help="directory with 01-first-deployment.yaml, 02-canary-upgrade.yaml, 03-bad-version.yaml "
         "(default: manifests/examples of this checkout, else built-in equivalents)",
+    )
+    sandbox.add_argument(
+        "--cluster",
+        choices=("auto", "control-plane", "emulator"),
+        default="auto",
+        help="auto (the default): a real control plane when its binaries are found, else the emulator",
     )
     sandbox.set_defaults(func=_main)

@@ -1,7 +1,8 @@
 """`canaria sandbox`: a real rollout on this machine, with no cluster.
 
-It starts, on 127.0.0.1 only, kmock's Kubernetes emulator (made to behave like an API server where the
-operator relies on it, see `emulator`), a local Prometheus, a simulated model server whose traffic per
+It starts, on 127.0.0.1 only, Kubernetes (a real control plane when its binaries are at hand, else kmock's
+emulator made to behave like an API server where the operator relies on it: see `clusters`), a local
+Prometheus, a simulated model server whose traffic per
 version follows the replica split the operator sets, and the real operator; then it plays a story
 (`story`): v1 deployed, v2 promoted through its canary steps, v3 reverted to v2 on its error rate.
 ``--keep`` leaves everything running with a kubeconfig for ``canaria status`` and ``kubectl``.
@@ -20,9 +21,13 @@ def run_sandbox(
     story: bool = True,
     kubeconfig: str | None = None,
     examples: str | None = None,
+    cluster: str = "auto",
     console: Any = None,
 ) -> int:
     """Run the sandbox; the exit code is 0 when the story ended as told (or was not played)."""
     from canaria.sandbox.runner import Sandbox
 
-    return Sandbox(keep=keep, story=story, kubeconfig=kubeconfig, examples=examples, console=console).run()
+    sandbox = Sandbox(
+        keep=keep, story=story, kubeconfig=kubeconfig, examples=examples, cluster=cluster, console=console
+    )
+    return sandbox.run()

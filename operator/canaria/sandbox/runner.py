@@ -3,14 +3,15 @@
 1. simulated model servers (`canaria.sandbox.simulator`), one per ModelDeployment, whose traffic per version
    follows the ready replicas of the versions the model's Service selects, as the Service would;
 2. a local Prometheus (`canaria.sandbox.localprom`, Debian's ``prometheus``) scraping them every second;
-3. the Kubernetes emulator (`emulator.SandboxEmulator` behind kmock's HTTP server) with the CRD installed;
+3. Kubernetes (`canaria.sandbox.clusters`): a real control plane when its binaries are at hand, else the
+   emulator (`emulator.SandboxEmulator` behind kmock's HTTP server), with the CRD installed;
 4. the real operator: ``canaria run --kubeconfig <sandbox kubeconfig>`` as a child process.
 
 The operator runs as a process rather than in a thread: it then starts exactly as in a cluster (its own
 kopf event loop, signal handling and module state, its kubeconfig login), its log goes to a file
 instead of through the live display, and stopping it is a SIGTERM to its own process group, which no
 thread can be given. Every child also gets SIGKILL from the kernel if this process dies (PDEATHSIG).
-Teardown is the reverse order: operator, emulator, Prometheus, simulators.
+Teardown is the reverse order: operator, Kubernetes, Prometheus, simulators.
 """
 
 from __future__ import annotations
@@ -35,7 +36,15 @@ from rich.text import Text
 from canaria import GROUP, PLURAL
 from canaria.kube.crd import custom_resource_definition
 from canaria.kube.workloads import MD_LABEL, VERSION_LABEL
-from canaria.sandbox.emulator import DEPLOYMENTS, SERVICES, EmulatorThread, write_kubeconfig
+from canaria.sandbox.clusters import (
+    ENVTEST_CACHE,
+    NoControlPlane,
+    SandboxCluster,
+    control_plane_cluster,
+    emulated_cluster,
+    find_control_plane,
+)
+from canaria.sandbox.controlplane import ControlPlaneError
 from canaria.sandbox.localprom import (
     LocalPrometheus,
     PrometheusNotFound,
@@ -67,11 +76,11 @@ INSTALL_COMMAND = "sudo apt-get update && sudo apt-get install -y --no-install-r
 class Traffic:
     """Simulated model servers whose per-version traffic follows the ready replicas the Service selects.
 
-    ``on_event`` is an emulator listener: a Deployment labelled with a ModelDeployment and a version
-    changes that version's share; the model's Service selecting one version (outside a canary, so that
-    a version kept warm takes no traffic) gives it all; a ModelDeployment annotated
-    ``sandbox.canaria.dev/simulate`` (JSON, ``{"v4": {"errorRate": 0.2, "latency": 0.4}}``) changes how a
-    version behaves.
+    The cluster reports Deployments (`deployment`: a version's share follows its ready replicas), the
+    model's Service (`service`: selecting one version, outside a canary, gives it all, so that a version
+    kept warm takes no traffic) and ModelDeployments (`model`: the annotation
+    ``sandbox.canaria.dev/simulate``, JSON such as ``{"v4": {"errorRate": 0.2, "latency": 0.4}}``, changes
+    how a version behaves).
     """
 
     def __init__(self, requests_per_second: float = REQUESTS_PER_SECOND) -> None:
@@ -111,42 +120,51 @@ class Traffic:
         sim = self.simulators.get(service)
         return sim.shares() if sim is not None else {}
 
-    def on_event(self, kind: str, resource: Any, body: dict[str, Any]) -> None:
+    def deployment(self, kind: str, body: dict[str, Any]) -> None:
+        """A Deployment labelled with a ModelDeployment and a version: that version's share follows its
+        ready replicas."""
         meta = body.get("metadata") or {}
-        if resource == DEPLOYMENTS:
-            labels = meta.get("labels") or {}
-            service, version = labels.get(MD_LABEL), labels.get(VERSION_LABEL)
-            if not service or not version:
-                return
-            with self._lock:
-                versions = self.ready.setdefault(service, {})
-                if kind == "DELETED":
-                    versions.pop(version, None)
-                else:
-                    versions[version] = int((body.get("status") or {}).get("readyReplicas") or 0)
-                self._route(service)
-        elif resource == SERVICES and MD_LABEL in (meta.get("labels") or {}) and kind != "DELETED":
-            with self._lock:
-                selector = (body.get("spec") or {}).get("selector") or {}
-                self.selected[meta["name"]] = selector.get(VERSION_LABEL)
-                self._route(meta["name"])
-        elif resource.group == GROUP and resource.plural == PLURAL and kind != "DELETED":
-            wanted = (meta.get("annotations") or {}).get(SIMULATE_ANNOTATION)
-            if not wanted:
-                return
-            try:
-                settings = json.loads(wanted)
-                sim = self.simulator(meta["name"])
-                for version, values in settings.items():
-                    sim.set_version(
-                        version,
-                        error_rate=values.get("errorRate"),
-                        latency=values.get("latency"),
-                        psi=values.get("psi"),
-                        cost=values.get("cost"),
-                    )
-            except (ValueError, TypeError, AttributeError) as exc:
-                log.warning("ignoring %s on %s: %s", SIMULATE_ANNOTATION, meta.get("name"), exc)
+        labels = meta.get("labels") or {}
+        service, version = labels.get(MD_LABEL), labels.get(VERSION_LABEL)
+        if not service or not version:
+            return
+        with self._lock:
+            versions = self.ready.setdefault(service, {})
+            if kind == "DELETED":
+                versions.pop(version, None)
+            else:
+                versions[version] = int((body.get("status") or {}).get("readyReplicas") or 0)
+            self._route(service)
+
+    def service(self, kind: str, body: dict[str, Any]) -> None:
+        """The model's Service: the one version it selects, if it selects one."""
+        meta = body.get("metadata") or {}
+        if MD_LABEL not in (meta.get("labels") or {}) or kind == "DELETED":
+            return
+        with self._lock:
+            selector = (body.get("spec") or {}).get("selector") or {}
+            self.selected[meta["name"]] = selector.get(VERSION_LABEL)
+            self._route(meta["name"])
+
+    def model(self, body: dict[str, Any]) -> None:
+        """A ModelDeployment: its simulate annotation sets how its versions behave."""
+        meta = body.get("metadata") or {}
+        wanted = (meta.get("annotations") or {}).get(SIMULATE_ANNOTATION)
+        if not wanted:
+            return
+        try:
+            settings = json.loads(wanted)
+            sim = self.simulator(meta["name"])
+            for version, values in settings.items():
+                sim.set_version(
+                    version,
+                    error_rate=values.get("errorRate"),
+                    latency=values.get("latency"),
+                    psi=values.get("psi"),
+                    cost=values.get("cost"),
+                )
+        except (ValueError, TypeError, AttributeError) as exc:
+            log.warning("ignoring %s on %s: %s", SIMULATE_ANNOTATION, meta.get("name"), exc)
 
     def stop(self) -> None:
         with self._lock:
@@ -156,6 +174,26 @@ class Traffic:
 
 
 # --------------------------------------------------------------------------------------- operator
+
+
+def _install(api: client.ApiClient, namespace: str, *, emulated: bool) -> None:
+    """The CRD and the story's namespace. An API server serves a new CRD once it is Established (the
+    emulator at once, without conditions)."""
+    extensions = client.ApiextensionsV1Api(api)
+    extensions.create_custom_resource_definition(custom_resource_definition())
+    name = f"{PLURAL}.{GROUP}"
+    deadline = time.monotonic() + 30
+    while not emulated and not _established(extensions.read_custom_resource_definition(name)):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the API server did not serve {name} within 30s")
+        time.sleep(0.1)
+    with contextlib.suppress(client.exceptions.ApiException):  # it exists already
+        client.CoreV1Api(api).create_namespace({"metadata": {"name": namespace}})
+
+
+def _established(crd: Any) -> bool:
+    conditions = (crd.status.conditions if crd.status else None) or []
+    return any(c.type == "Established" and c.status == "True" for c in conditions)
 
 
 # ---------------------------------------------------------------------------------------- sandbox
@@ -207,9 +245,11 @@ class Sandbox:
         story: bool = True,
         kubeconfig: str | None = None,
         examples: str | None = None,
+        cluster: str = "auto",
         console: Console | None = None,
     ) -> None:
         self.keep = keep
+        self.cluster = cluster
         self.play_story = story
         self.kubeconfig_arg = Path(kubeconfig).expanduser().resolve() if kubeconfig else None
         self.examples = Path(examples) if examples else None
@@ -248,6 +288,9 @@ class Sandbox:
                 except PrometheusStartError as exc:
                     console.print(Text(f"Prometheus did not start: {exc}", style="bold red"))
                     code = 1
+                except (NoControlPlane, ControlPlaneError) as exc:
+                    console.print(Text(str(exc), style="bold red"))
+                    code = 2
         finally:
             with _uninterrupted():
                 started = time.monotonic()
@@ -272,16 +315,15 @@ class Sandbox:
         stack.callback(_timed, "prometheus.stop", prometheus.stop)
         prometheus.start()
         traffic.on_new_target = prometheus.set_targets
-        emulator = EmulatorThread(ready_delay=READY_DELAY, listeners=[traffic.on_event])
-        stack.callback(_timed, "emulator.stop", emulator.stop)
-        emulator.start()
-        write_kubeconfig(kubeconfig, emulator.url, namespace=script.namespace if script else "default")
+        cluster = stack.enter_context(self._cluster(work, traffic))
+        namespace = script.namespace if script else "default"
+        cluster.write_kubeconfig(kubeconfig, "default")  # the user's namespace; the story has its own
         api = config.new_client_from_config(config_file=str(kubeconfig))
         stack.callback(_timed, "api.close", api.close)
-        client.ApiextensionsV1Api(api).create_custom_resource_definition(custom_resource_definition())
+        _install(api, namespace, emulated=cluster.emulated)
         operator = OperatorProcess(kubeconfig, work / "operator.log", prometheus=prometheus.url).start()
         stack.callback(_timed, "operator.stop", operator.stop)
-        self._header(emulator.url, prometheus.url, traffic, operator, script, kubeconfig)
+        self._header(cluster, prometheus.url, traffic, operator, script, kubeconfig)
         code = 0
         if script is not None:
             name = script.name
@@ -307,7 +349,12 @@ class Sandbox:
             console.print(render_audit_trail(result.events, story.wall0, script.namespace, script.name))
             footer = [
                 f"Shortened for the sandbox, in memory: {'; '.join(script.shortened) or 'nothing'}; "
-                f"scrape every 1s; Deployments report ready {READY_DELAY:g}s after a change.",
+                "scrape every 1s"
+                + (
+                    f"; Deployments report ready {READY_DELAY:g}s after a change."
+                    if cluster.emulated
+                    else "."
+                ),
                 f"Whole run: {time.monotonic() - started:.1f}s. "
                 "Next: `canaria sandbox --keep` keeps it running "
                 "for `canaria status`, `kubectl get md` and your own ModelDeployments.",
@@ -319,12 +366,12 @@ class Sandbox:
             code = 0 if result.ok else 1
         self._story_done = True
         if self.keep:
-            self._kept(kubeconfig, script, operator)
+            self._kept(kubeconfig, script, operator, prometheus.url)
         return code
 
     def _header(
         self,
-        api_url: str,
+        cluster: SandboxCluster,
         prometheus_url: str,
         traffic: Traffic,
         operator: OperatorProcess,
@@ -334,7 +381,7 @@ class Sandbox:
         grid = Table.grid(padding=(0, 2))
         grid.add_column(style="bold")
         grid.add_column()
-        grid.add_row("Kubernetes API", f"{api_url}  (kmock emulator; no cluster, nothing outside 127.0.0.1)")
+        grid.add_row("Kubernetes API", f"{cluster.url}  ({cluster.what})")
         grid.add_row("Prometheus", f"{prometheus_url}  (scrapes every 1s)")
         for service, sim in traffic.simulators.items():
             grid.add_row(
@@ -350,7 +397,20 @@ class Sandbox:
         self.console.print(grid)
         self.console.print()
 
-    def _kept(self, kubeconfig: Path, script: Script | None, operator: OperatorProcess) -> None:
+    def _cluster(self, work: Path, traffic: Traffic) -> contextlib.AbstractContextManager[SandboxCluster]:
+        assets = find_control_plane() if self.cluster != "emulator" else None
+        if assets is None and self.cluster == "control-plane":
+            raise NoControlPlane(
+                "no control plane binaries: set KUBEBUILDER_ASSETS to a folder with etcd, kube-apiserver and "
+                f"kube-controller-manager (setup-envtest puts them under {ENVTEST_CACHE})"
+            )
+        if assets is not None:
+            return control_plane_cluster(assets, work, traffic)
+        return emulated_cluster(READY_DELAY, traffic)
+
+    def _kept(
+        self, kubeconfig: Path, script: Script | None, operator: OperatorProcess, prometheus: str
+    ) -> None:
         name = script.name if script else "NAME"
         namespace = script.namespace if script else "default"
         console = self.console
@@ -359,12 +419,15 @@ class Sandbox:
                 ("\nThe sandbox keeps running; Ctrl-C stops it.\n", "bold"),
                 f"kubeconfig: {kubeconfig}\n",
                 f"  export KUBECONFIG={kubeconfig}\n",
-                f"  canaria status {name} -n {namespace}\n",
+                f"  canaria status {name} -n {namespace}          (the story's, in its own namespace)\n",
                 f"  kubectl get md,deployments,events -n {namespace}\n",
-                "  kubectl apply --server-side --validate=false -f my-model.yaml   "
-                "(a simulated model server starts for each ModelDeployment)\n",
-                f'  kubectl annotate md {name} {SIMULATE_ANNOTATION}=\'{{"v4": {{"errorRate": 0.2}}}}\'   '
-                "(make a version misbehave)\n",
+                "  kubectl apply -f manifests/examples/01-first-deployment.yaml   "
+                "(your own, in namespace default; a simulated model server starts for each)\n",
+                f"  kubectl annotate md {name} -n {namespace} "
+                f'{SIMULATE_ANNOTATION}=\'{{"v4": {{"errorRate": 0.2}}}}\'   (make a version misbehave)\n',
+                f"Prometheus: {prometheus}. The operator uses it for every ModelDeployment without "
+                "spec.prometheus.address; the examples name http://prometheus-operated.monitoring:9090, "
+                f"which does not exist here: drop that field, or set it to {prometheus}.\n",
             )
         )
         while True:

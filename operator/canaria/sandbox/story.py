@@ -39,6 +39,9 @@ from canaria.core.api import ModelDeployment
 from canaria.core.durations import parse_duration
 
 FIELD_MANAGER = "sandbox-story"
+#: The story's own namespace, so that `kubectl apply -f manifests/examples/...` in the user's namespace
+#: (the kubeconfig's, `default`) makes a ModelDeployment of their own instead of clashing with it.
+STORY_NAMESPACE = "canaria-sandbox"
 EXAMPLE_FILES = ("01-first-deployment.yaml", "02-canary-upgrade.yaml", "03-bad-version.yaml")
 
 # What the sandbox shortens, in memory only.
@@ -98,7 +101,6 @@ def builtin_bodies() -> list[dict[str, Any]]:
             "kind": KIND,
             "metadata": {
                 "name": "fraud",
-                "namespace": "default",
                 "annotations": {"canaria.dev/change-reason": reason},
             },
             "spec": {
@@ -267,7 +269,7 @@ def load_script(examples: Path | None = None) -> Script:
         notes = {}
         short = [shorten(b, notes) for b in builtin_bodies()]
     name = short[0]["metadata"]["name"]
-    namespace = short[0]["metadata"].get("namespace") or "default"
+    namespace = short[0]["metadata"].get("namespace") or STORY_NAMESPACE
     for b in short:
         b["metadata"]["namespace"] = namespace
     versions = [b["spec"]["model"]["version"] for b in short]

@@ -1,4 +1,5 @@
-"""A fake kubelet (and scheduler) for the integration tier: the control plane has neither.
+"""A fake kubelet (and scheduler) for a bare control plane (the sandbox's, the integration tier's): it has
+neither.
 
 Without it, Pods made by the real ReplicaSet controller stay Pending forever and Deployments never report
 ``readyReplicas``. This thread binds every unscheduled Pod to one Node, reports it Running and Ready (or
@@ -48,14 +49,12 @@ def _now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-class TestKubelet:
+class Kubelet:
     """Plays scheduler + kubelet for one fake Node in a background thread.
 
     ``never_ready(pod) -> bool`` may be reassigned at any time; matching Pods are bound and Running but
     not Ready (and a Ready Pod that starts matching turns un-Ready, like a failing readiness probe).
     """
-
-    __test__ = False  # a class named Test* imported into a test module is not a test class
 
     def __init__(
         self,
@@ -93,13 +92,13 @@ class TestKubelet:
         for uid in list(self._processes):
             self._kill(uid)
 
-    def start(self) -> TestKubelet:
+    def start(self) -> Kubelet:
         """Register the Node (synchronously, so failures surface here) and start the sync thread."""
         if self._thread is not None:
             return self
         self.ensure_node()
         self._stop.clear()
-        self._thread = threading.Thread(target=self._run, name=f"test-kubelet-{self.node_name}", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=f"kubelet-{self.node_name}", daemon=True)
         self._thread.start()
         return self
 
@@ -112,7 +111,7 @@ class TestKubelet:
         for uid in list(self._processes):
             self._kill(uid)
 
-    def __enter__(self) -> TestKubelet:
+    def __enter__(self) -> Kubelet:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
@@ -143,7 +142,7 @@ class TestKubelet:
                         "type": "Ready",
                         "status": "True",
                         "reason": "KubeletReady",
-                        "message": "test kubelet is posting ready status",
+                        "message": "canaria's fake kubelet is posting ready status",
                         "lastHeartbeatTime": now,
                         "lastTransitionTime": now,
                     }
@@ -171,7 +170,7 @@ class TestKubelet:
             return
         if self._stop.is_set():
             return  # the control plane may already be going away
-        log.warning("test kubelet: %s", exc)
+        log.warning("fake kubelet: %s", exc)
         self.errors.append(exc)
         del self.errors[:-20]
 

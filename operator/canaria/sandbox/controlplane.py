@@ -1,8 +1,9 @@
-"""A real, local Kubernetes control plane (etcd + kube-apiserver + kube-controller-manager) for tests.
+"""A real, local Kubernetes control plane (etcd + kube-apiserver + kube-controller-manager), for the
+sandbox and the integration tests.
 
 This is the Python twin of ``../shared/envtest/start-cluster`` (the verified reference): same flags, same
-PKI layout, token auth and RBAC, free loopback ports. It has no pytest dependency so that scripts and
-other harnesses can reuse it; the fixtures live in ``conftest.py``.
+PKI layout, token auth and RBAC, free loopback ports. It has no pytest dependency; the test fixtures live
+in ``tests/integration/conftest.py``.
 """
 
 from __future__ import annotations
