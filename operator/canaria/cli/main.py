@@ -59,7 +59,7 @@ def _version() -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from canaria.cli import backtest, ctl, sandbox
+    from canaria.cli import backtest, ctl, dashboard, sandbox
 
     parser = argparse.ArgumentParser(
         prog=ctl.prog_name(),
@@ -147,6 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
     rbac.set_defaults(func=_rbac)
     ctl.add_commands(commands)
     backtest.add_parser(commands)
+    dashboard.add_parser(commands)
     sandbox.add_parser(commands)
     return parser
 
