@@ -21,14 +21,14 @@ from typing import Any
 
 import pytest
 
+from canaria.sandbox.controlplane import ControlPlane
+from canaria.sandbox.kubelet import Kubelet
 from canaria.sandbox.localprom import LocalPrometheus, PrometheusNotFound
 from canaria.sandbox.processes import OperatorProcess
 from canaria.sandbox.simulator import ModelServerSimulator
 from tests.fixtures_prometheus import SIMULATED_SERVICE
 
-from .controlplane import ControlPlane
 from .harness import ModelDeployments, model_deployment, wait_for
-from .kubelet import TestKubelet
 from .traffic import TrafficFollower
 
 NAME = SIMULATED_SERVICE
@@ -156,7 +156,7 @@ def _post(url: str, headers: dict[str, str]) -> int:
 def test_overview_and_a_rollout_followed_live_to_its_revert(
     mds: ModelDeployments,
     start_operator: Callable[..., OperatorProcess],
-    kubelet: TestKubelet,
+    kubelet: Kubelet,
     metrics_world: tuple[ModelServerSimulator, str],
     start_dashboard: Callable[..., str],
     browser: Any,
@@ -211,7 +211,7 @@ def test_overview_and_a_rollout_followed_live_to_its_revert(
 def test_actions_only_when_allowed(
     mds: ModelDeployments,
     start_operator: Callable[..., OperatorProcess],
-    kubelet: TestKubelet,
+    kubelet: Kubelet,
     start_dashboard: Callable[..., str],
     browser: Any,
 ) -> None:

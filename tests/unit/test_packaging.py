@@ -625,3 +625,14 @@ def test_notification_flags_are_checked(flags: dict[str, Any], message: str) -> 
 
     with pytest.raises(ValueError, match=message):
         notification_settings(RunOptions(**flags))
+
+
+def test_chart_grafana_dashboard(helm: ModuleType) -> None:
+    """Off by default; on, a ConfigMap the Grafana sidecar picks up, holding the shipped dashboard."""
+    assert not [o for o in render(helm) if o["kind"] == "ConfigMap"]
+    objs = render(helm, {"grafanaDashboard": {"enabled": True, "namespace": "monitoring"}})
+    (config_map,) = [o for o in objs if o["kind"] == "ConfigMap"]
+    assert config_map["metadata"]["namespace"] == "monitoring"
+    assert config_map["metadata"]["labels"]["grafana_dashboard"] == "1"
+    shipped = json.loads((CHART / "dashboards" / "canaria.json").read_text())
+    assert json.loads(config_map["data"]["canaria.json"]) == shipped

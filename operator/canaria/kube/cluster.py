@@ -26,6 +26,7 @@ from canaria.core.actions import ApplyService, ApplyWorkload, DeleteWorkload, Em
 from canaria.core.api import ModelDeployment, SecretKeyRef
 from canaria.core.commands import CHANGE_REASON_ANNOTATION, Command, parse_command
 from canaria.core.observations import Observations, WorkloadObservation
+from canaria.kube import telemetry
 from canaria.kube.workloads import (
     FIELD_MANAGER,
     MD_LABEL,
@@ -86,6 +87,7 @@ def call(what: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     try:
         return fn(*args, **kwargs)
     except ApiException as exc:
+        telemetry.API_ERRORS.labels(status=str(exc.status)).inc()
         if exc.status == 403:
             detail = _api_message(exc)
             if "being terminated" in detail:  # a 403 that is not about RBAC: the namespace is going away

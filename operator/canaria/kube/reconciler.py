@@ -62,17 +62,19 @@ class Reconciler:
     def reconcile(self, namespace: str, name: str) -> Decision | None:
         """Reconcile until the status write lands; conflicts (someone changed the object) are redone
         from a fresh read, with a short backoff, so no update is lost."""
-        for attempt in range(MAX_CONFLICT_RETRIES):
-            try:
-                return self._reconcile_once(namespace, name)
-            except Conflict as exc:
-                log.info("%s/%s: %s; retrying from a fresh read", namespace, name, exc)
-                time.sleep(min(0.05 * 2**attempt, 1.0))
-        return self._reconcile_once(namespace, name)
+        with metrics.RECONCILE_SECONDS.time():
+            for attempt in range(MAX_CONFLICT_RETRIES):
+                try:
+                    return self._reconcile_once(namespace, name)
+                except Conflict as exc:
+                    log.info("%s/%s: %s; retrying from a fresh read", namespace, name, exc)
+                    time.sleep(min(0.05 * 2**attempt, 1.0))
+            return self._reconcile_once(namespace, name)
 
     def _reconcile_once(self, namespace: str, name: str) -> Decision | None:
         body = self.cluster.read(namespace, name)
         if body is None or body["metadata"].get("deletionTimestamp"):
+            metrics.record_phase(namespace, name, None)
             return None  # gone or going: garbage collection removes what it owned
         try:
             md = ModelDeployment.model_validate(body)
@@ -107,6 +109,8 @@ class Reconciler:
                 posted.add(action.key)
                 metrics.TRANSITIONS.labels(namespace=namespace, name=name, reason=action.reason).inc()
         self._confirm_events(body, decision.status, md.spec.model.owner, posted)
+        phase = decision.status.phase
+        metrics.record_phase(namespace, name, phase.value if phase else None)
         if self.notifier is not None:
             after = ModelDeployment(metadata=md.metadata, spec=md.spec, status=decision.status)
             if self.notifier.owes(after):
@@ -165,7 +169,10 @@ class Reconciler:
                 ),
             )
         variables = analysis_variables(md.spec, md.status, name=meta["name"], namespace=meta["namespace"])
-        return prometheus_analysis.run_analysis(metrics_spec, variables, target, now=now)
+        run = prometheus_analysis.run_analysis(metrics_spec, variables, target, now=now)
+        for result in run.results:
+            metrics.ANALYSIS_VERDICTS.labels(metric=result.name, verdict=result.verdict.value).inc()
+        return run
 
     def _report_invalid(self, body: dict[str, Any], exc: ValidationError) -> None:
         """A spec the operator cannot read (e.g. applied with validation off): say so, touch nothing."""

@@ -64,7 +64,6 @@ class OperatorProcess:
             "-m",
             "canaria.cli.main",
             "run",
-            *self.args,
             "--kubeconfig",
             str(self.kubeconfig),
         ]
@@ -74,7 +73,7 @@ class OperatorProcess:
             command.append(f"--prometheus-address={self.prometheus}")
         if self.verbose:
             command.append("--verbose")
-        return command
+        return [*command, *self.args]  # last: a caller's flag (e.g. --metrics-port=PORT) wins
 
     def start(self) -> OperatorProcess:
         env = {k: v for k, v in os.environ.items() if k != "KUBECONFIG"}
