@@ -16,6 +16,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -181,6 +182,15 @@ def test_keep_on_a_control_plane_is_a_place_to_play(tmp_path: Path) -> None:
         )
         status = run("canaria", "status", "fraud", "-n", "canaria-sandbox")
         assert status.returncode == 0 and "next: reverted: spec still names v3" in status.stdout, status
+
+        # the dashboard over the sandbox: the story's rollout and the example, read from the same cluster
+        dashboard = re.search(r"^dashboard: (http://127\.0\.0\.1:\d+/)", log_path.read_text(), re.MULTILINE)
+        assert dashboard, log_path.read_text()
+        with urllib.request.urlopen(dashboard.group(1) + "api/overview", timeout=10) as response:
+            overview = json.loads(response.read())
+        shown = {(r["namespace"], r["name"], r["phase"]) for r in overview["rows"]}
+        assert {("canaria-sandbox", "fraud", "Reverted"), ("default", "fraud", "Healthy")} <= shown
+        assert overview["allowActions"] is True
 
         sandbox.send_signal(signal.SIGINT)
         assert sandbox.wait(timeout=30) == 0, log_path.read_text()

@@ -21,8 +21,20 @@ def _main(args: argparse.Namespace) -> int:
         print(f"{MISSING} ({error})", file=sys.stderr)
         return 2
     return run_sandbox(
-        args.keep, story=args.story, kubeconfig=args.kubeconfig, examples=args.examples, cluster=args.cluster
+        args.keep,
+        story=args.story,
+        kubeconfig=args.kubeconfig,
+        examples=args.examples,
+        cluster=args.cluster,
+        on_keep=_dashboard,
     )
+
+
+def _dashboard(kubeconfig: str, prometheus: str) -> str:
+    """What `--keep` adds: the dashboard over the sandbox, so a newcomer watches the story as curves."""
+    from canaria.cli.dashboard import start_in_background
+
+    return f"dashboard: {start_in_background(kubeconfig, prometheus)}  (canaria dashboard, actions allowed)"
 
 
 def add_parser(commands: Any) -> None:

@@ -12,6 +12,7 @@ Importing this package is cheap: `run_sandbox` imports the heavy parts when it r
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 
@@ -23,11 +24,18 @@ def run_sandbox(
     examples: str | None = None,
     cluster: str = "auto",
     console: Any = None,
+    on_keep: Callable[[str, str], str] | None = None,
 ) -> int:
     """Run the sandbox; the exit code is 0 when the story ended as told (or was not played)."""
     from canaria.sandbox.runner import Sandbox
 
     sandbox = Sandbox(
-        keep=keep, story=story, kubeconfig=kubeconfig, examples=examples, cluster=cluster, console=console
+        keep=keep,
+        story=story,
+        kubeconfig=kubeconfig,
+        examples=examples,
+        cluster=cluster,
+        console=console,
+        on_keep=on_keep,
     )
     return sandbox.run()

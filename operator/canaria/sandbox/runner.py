@@ -247,8 +247,12 @@ class Sandbox:
         examples: str | None = None,
         cluster: str = "auto",
         console: Console | None = None,
+        on_keep: Callable[[str, str], str] | None = None,
     ) -> None:
         self.keep = keep
+        # called with (kubeconfig, Prometheus URL) once the sandbox is kept; returns a line to show (the CLI
+        # starts the dashboard there: the sandbox does not import the CLI's layer)
+        self.on_keep = on_keep
         self.cluster = cluster
         self.play_story = story
         self.kubeconfig_arg = Path(kubeconfig).expanduser().resolve() if kubeconfig else None
@@ -430,6 +434,11 @@ class Sandbox:
                 f"which does not exist here: drop that field, or set it to {prometheus}.\n",
             )
         )
+        if self.on_keep is not None:
+            try:
+                console.print(Text(self.on_keep(str(kubeconfig), prometheus), style="bold"))
+            except Exception as exc:  # the sandbox is still worth keeping without its dashboard
+                console.print(Text(f"dashboard not started: {exc}", style="yellow"))
         while True:
             problem = operator.problem()
             if problem:

@@ -38,6 +38,37 @@ def _main(args: argparse.Namespace) -> int:
     return 0
 
 
+def start_in_background(kubeconfig: str, prometheus_address: str, port: int = 0) -> str:
+    """Serve the dashboard (every namespace, actions allowed) from a daemon thread; its URL once it listens.
+
+    For `canaria sandbox --keep`: the sandbox is the user's own, so its buttons may act."""
+    import threading
+
+    from canaria.cli.dashboard.server import Dashboard, serve
+    from canaria.cli.session import Session
+
+    session = Session.open(kubeconfig, None, None)
+    dashboard = Dashboard(
+        session, all_namespaces=True, allow_actions=True, prometheus_address=prometheus_address
+    )
+    ready = threading.Event()
+    url: list[str] = []
+
+    def listening(address: str) -> None:
+        url.append(address)
+        ready.set()
+
+    thread = threading.Thread(
+        target=lambda: asyncio.run(serve(dashboard, "127.0.0.1", port, listening)),
+        name="canaria-dashboard",
+        daemon=True,
+    )
+    thread.start()
+    if not ready.wait(timeout=30):
+        raise RuntimeError("the dashboard did not start within 30 s")
+    return url[0]
+
+
 def add_parser(commands: Any) -> None:
     """Register `canaria dashboard`."""
     parser = commands.add_parser(

@@ -17,7 +17,7 @@ import contextlib
 import dataclasses
 import json
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from importlib.resources import files
 from typing import Any
@@ -219,7 +219,9 @@ class Dashboard:
         return app
 
 
-async def serve(dashboard: Dashboard, host: str, port: int, ready: asyncio.Event | None = None) -> None:
+async def serve(
+    dashboard: Dashboard, host: str, port: int, on_ready: Callable[[str], None] | None = None
+) -> None:
     """Serve until cancelled; prints the address (with the port the OS chose for --port 0)."""
     runner = web.AppRunner(dashboard.app(), handle_signals=False)
     await runner.setup()
@@ -227,9 +229,10 @@ async def serve(dashboard: Dashboard, host: str, port: int, ready: asyncio.Event
     await site.start()
     bound = runner.addresses[0][1] if runner.addresses else port
     mode = "actions allowed" if dashboard.allow_actions else "read-only"
-    print(f"Canaria dashboard on http://{host}:{bound}/ ({mode}; Ctrl-C stops it)", flush=True)
-    if ready is not None:
-        ready.set()
+    url = f"http://{host}:{bound}/"
+    print(f"Canaria dashboard on {url} ({mode}; Ctrl-C stops it)", flush=True)
+    if on_ready is not None:
+        on_ready(url)
     try:
         await asyncio.Event().wait()
     finally:
