@@ -183,6 +183,15 @@ def test_promote_pause_resume_rollback_with_status_list_history(
     assert doc["phase"] == "Healthy" and doc["status"]["stable"]["version"] == "v1"
     assert doc["next"].startswith("nothing to do: v1 is serving")
 
+    # the next spec change (a GitOps sync of v3, the annotation left as it was) is not explained by the
+    # rollback's reason
+    mds.set_version("fraud", "v3")
+    started = wait_for(
+        "v3's rollout in the history",
+        lambda: next((h for h in mds.status("fraud").get("history", []) if h.get("version") == "v3"), None),
+    )
+    assert started["reason"] == "RolloutStarted" and started.get("changeReason") is None, started
+
 
 def test_abort_retry_and_forbidden(
     mds: ModelDeployments,

@@ -24,7 +24,13 @@ from canaria.cli.history import merge_history
 from canaria.cli.render import fmt_age, render_history, render_list, render_status, status_document
 from canaria.cli.session import RESOURCE, CtlError, Resource, Session
 from canaria.core.api import ModelDeploymentSpec, Rollout
-from canaria.core.commands import COMMAND_ANNOTATION, new_command, parse_command
+from canaria.core.commands import (
+    CHANGE_REASON_ANNOTATION,
+    COMMAND_ANNOTATION,
+    change_reason,
+    new_command,
+    parse_command,
+)
 from canaria.core.durations import format_duration
 
 from .world import BAD, NAME, T0, UID, World, healthy_world, rolled_out_to
@@ -425,10 +431,17 @@ def test_rollback_patch_and_the_yaml_to_commit() -> None:
     resource = res(reverted())
     target = commands.rollback_target(resource)
     patch = commands.rollback_patch(target, "v2 misroutes EU traffic")
-    assert patch == {
-        "metadata": {"annotations": {"canaria.dev/change-reason": "v2 misroutes EU traffic"}},
-        "spec": {"model": {"version": "v1", "uri": "s3://models/fraud/v1", "lineage": target.lineage}},
+    annotations = patch["metadata"]["annotations"]
+    assert patch["spec"] == {
+        "model": {"version": "v1", "uri": "s3://models/fraud/v1", "lineage": target.lineage}
     }
+    assert annotations[CHANGE_REASON_ANNOTATION] == "v2 misroutes EU traffic"
+    # the reason explains this spec change, not the next one (a sync of v3 keeps the annotation)
+    assert change_reason(annotations, "v1") == "v2 misroutes EU traffic"
+    assert change_reason(annotations, "v3") is None
+    rewritten = {**annotations, CHANGE_REASON_ANNOTATION: "v3 adds merchant features"}  # by anyone
+    assert change_reason(rewritten, "v3") == "v3 adds merchant features"
+    assert change_reason({CHANGE_REASON_ANNOTATION: "retrained"}, "v3") == "retrained"  # a person's own
     unknown = commands.RollbackTarget("v0", "s3://v0", None, "")
     assert commands.rollback_patch(unknown, "r")["spec"]["model"]["lineage"] is None  # merge patch: removed
     block = yaml.safe_load(commands.model_block_yaml(resource, target))["spec"]["model"]

@@ -22,6 +22,7 @@ from canaria.core.api import ModelDeployment, ModelDeploymentSpec
 from canaria.core.backtest import BacktestReport, MetricSummary, backtest
 from canaria.core.durations import format_duration, parse_duration
 from canaria.core.observations import AnalysisRun
+from canaria.core.problems import describe_errors
 from canaria.providers.prometheus import PrometheusTarget, run_analysis
 
 
@@ -57,9 +58,7 @@ def load_model(path: str) -> tuple[str, str, ModelDeploymentSpec]:
             try:
                 md = ModelDeployment.model_validate(document)
             except ValidationError as error:
-                first = error.errors(include_url=False)[0]
-                where = ".".join(str(p) for p in first["loc"])
-                raise BacktestError(f"{path}: {where}: {first['msg']}") from error
+                raise BacktestError(f"{path}: {describe_errors(error)}") from error
             meta = document.get("metadata") or {}
             return meta.get("name") or md.spec.model.name, meta.get("namespace") or "default", md.spec
     raise BacktestError(f"{path}: no ModelDeployment in it")

@@ -19,7 +19,12 @@ import yaml
 from canaria.cli.explain import pending_command
 from canaria.cli.session import CtlError, Resource, get
 from canaria.core.api import HistoryEntry, ModelDeploymentStatus, Phase
-from canaria.core.commands import CHANGE_REASON_ANNOTATION, COMMAND_ANNOTATION
+from canaria.core.commands import (
+    CHANGE_REASON_ANNOTATION,
+    CHANGE_REASON_FOR_ANNOTATION,
+    COMMAND_ANNOTATION,
+    reason_scope,
+)
 from canaria.core.engine import command_refusal
 
 
@@ -127,9 +132,15 @@ def rollback_target(
 
 
 def rollback_patch(target: RollbackTarget, reason: str) -> dict[str, Any]:
-    """Merge patch of the spec: version, uri and lineage (null removes a lineage that is not known)."""
+    """Merge patch of the spec: version, uri and lineage (null removes a lineage that is not known), and
+    the reason, scoped to the version it explains."""
     return {
-        "metadata": {"annotations": {CHANGE_REASON_ANNOTATION: reason}},
+        "metadata": {
+            "annotations": {
+                CHANGE_REASON_ANNOTATION: reason,
+                CHANGE_REASON_FOR_ANNOTATION: reason_scope(reason, target.version),
+            }
+        },
         "spec": {"model": {"version": target.version, "uri": target.uri, "lineage": target.lineage or None}},
     }
 

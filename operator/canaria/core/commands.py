@@ -7,6 +7,7 @@ restarts, and the user's spec is never touched. Who and why travel with it into 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import uuid
 from dataclasses import dataclass
@@ -15,6 +16,10 @@ from typing import Any, Literal
 
 COMMAND_ANNOTATION = "canaria.dev/command"
 CHANGE_REASON_ANNOTATION = "canaria.dev/change-reason"
+#: "<version>/<digest of the reason>": what a change reason was written for, when a tool wrote it
+#: (`canaria rollback` does). An annotation outlives the change it explains: a later spec change (a GitOps
+#: sync of v3) must not be recorded with the rollback's reason, while a new reason written by anyone is.
+CHANGE_REASON_FOR_ANNOTATION = "canaria.dev/change-reason-for"
 
 Action = Literal["promote", "abort", "pause", "resume", "retry"]
 ACTIONS: tuple[str, ...] = ("promote", "abort", "pause", "resume", "retry")
@@ -77,3 +82,19 @@ def parse_command(annotations: dict[str, Any] | None) -> Command | None:
         full=bool(data.get("full", False)),
         issued_at=data.get("issuedAt") or data.get("issued_at"),
     )
+
+
+def reason_scope(reason: str, version: str) -> str:
+    """The CHANGE_REASON_FOR_ANNOTATION value for `reason` written for the spec naming `version`."""
+    return f"{version}/{hashlib.sha256(reason.encode()).hexdigest()[:12]}"
+
+
+def change_reason(annotations: dict[str, Any] | None, version: str) -> str | None:
+    """The change reason that explains the spec naming `version`: the annotation, unless the same reason
+    was written for another version (it explained an earlier change)."""
+    annotations = annotations or {}
+    reason = annotations.get(CHANGE_REASON_ANNOTATION) or None
+    scope = annotations.get(CHANGE_REASON_FOR_ANNOTATION)
+    if reason and scope and scope.partition("/")[2] == reason_scope(reason, version).partition("/")[2]:
+        return reason if scope == reason_scope(reason, version) else None
+    return reason

@@ -24,7 +24,7 @@ from kubernetes.client.exceptions import ApiException
 from canaria import GROUP, KIND, PLURAL, VERSION
 from canaria.core.actions import ApplyService, ApplyWorkload, DeleteWorkload, EmitEvent, ScaleWorkload
 from canaria.core.api import ModelDeployment, SecretKeyRef
-from canaria.core.commands import CHANGE_REASON_ANNOTATION, Command, parse_command
+from canaria.core.commands import Command, change_reason, parse_command
 from canaria.core.observations import Observations, WorkloadObservation
 from canaria.kube import telemetry
 from canaria.kube.workloads import (
@@ -199,7 +199,7 @@ class Cluster:
             service_ports=service_ports,
             service_version=service_version,
             command=command,
-            change_reason=(meta.get("annotations") or {}).get(CHANGE_REASON_ANNOTATION),
+            change_reason=change_reason(meta.get("annotations"), body["spec"]["model"]["version"]),
             changed_by=_changed_by(meta),
         )
 
