@@ -1,12 +1,16 @@
 #!/usr/bin/env bash
-# Set up Canaria on a fresh machine: Debian's prometheus (for analysis tests and the sandbox) and a
-# virtualenv in .venv with the package, its test tools and the Helm library used by the install tests.
+# Set up Canaria on a fresh machine: Debian's prometheus (for analysis tests and the sandbox), openssl (the
+# tenant-safety tests make a test CA with it) and a virtualenv in .venv with the package, its test tools and the Helm library used by the install tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-if ! command -v prometheus >/dev/null 2>&1; then
+missing=""
+command -v prometheus >/dev/null 2>&1 || missing="$missing prometheus"
+command -v openssl >/dev/null 2>&1 || missing="$missing openssl"
+if [ -n "$missing" ]; then
   SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
   $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+  # shellcheck disable=SC2086  # one word per package
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends $missing >/dev/null
 fi
 [ -x .venv/bin/python ] || python3 -m venv .venv
 .venv/bin/pip install -q --upgrade pip

@@ -161,7 +161,8 @@ def start_operator(
         rules: list[dict[str, Any]] | None = None,
         args: list[str] | None = None,
     ) -> OperatorProcess:
-        """`rules` runs it under another ServiceAccount granted exactly those rules instead."""
+        """`rules` runs it under another ServiceAccount granted exactly those rules instead; `args` are
+        more flags of `canaria run` (e.g. the analysis policy)."""
         config = kubeconfig
         if rules is not None:
             config = control_plane.service_account_kubeconfig(

@@ -53,6 +53,7 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from canaria import GROUP, PLURAL, VERSION
+from canaria.core.policy import CREDENTIALS_LABEL
 from canaria.kube import rbac
 from canaria.sandbox.controlplane import ControlPlane, write_kubeconfig
 from canaria.sandbox.kubelet import Kubelet
@@ -301,7 +302,10 @@ class Install:
             wait_until_allowed(self.api, self.user, rule, probe_namespace, allowed=True)
 
     def operator(self, log_path: Path) -> DeployedOperator:
-        return DeployedOperator(self.kubeconfig, self.args, log_path).start()
+        # The installed args, with the policy widened to the address the scenarios name, as an
+        # administrator would (chart value analysisPolicy.allowedPrometheus).
+        args = [*self.args, f"--allowed-prometheus={PROMETHEUS['address']}"]
+        return DeployedOperator(self.kubeconfig, args, log_path).start()
 
 
 def operator_args(api: client.ApiClient, namespace: str, name: str) -> tuple[list[str], str]:
@@ -457,7 +461,11 @@ def target(install: Install, control_plane: ControlPlane, admin_api: client.ApiC
 # ---------------------------------------------------------------------------------------------- scenarios
 
 
-PROMETHEUS = {"address": "http://127.0.0.1:9", "bearerTokenSecretRef": {"name": "prometheus", "key": "token"}}
+# Nothing listens on port 9: the token is read (the Secret consents by its label) and the connection refused.
+PROMETHEUS = {
+    "address": "https://127.0.0.1:9",
+    "bearerTokenSecretRef": {"name": "prometheus", "key": "token"},
+}
 DRY_RUN_METRIC = {
     "name": "error-rate",
     "query": 'sum(rate(http_requests_total{service="{{service}}",code=~"5.."}[1m]))',
@@ -474,7 +482,10 @@ def model(version: str = "v1") -> dict[str, Any]:
 
 def with_secret(mds: ModelDeployments) -> None:
     """The Secret holding the Prometheus bearer token that ``model()`` refers to."""
-    secret = client.V1Secret(metadata=client.V1ObjectMeta(name="prometheus"), string_data={"token": "s3cr3t"})
+    secret = client.V1Secret(
+        metadata=client.V1ObjectMeta(name="prometheus", labels={CREDENTIALS_LABEL: "true"}),
+        string_data={"token": "s3cr3t"},
+    )
     mds.core.create_namespaced_secret(mds.namespace, secret)
 
 

@@ -309,7 +309,8 @@ def test_prometheus_stopped_mid_rollout_promotes_nothing_and_reverts_past_the_in
 ) -> None:
     canary = "v2"
     model_simulator.set_version(canary)
-    start_operator()  # no default address: the spec names Prometheus
+    # No default address: the spec names Prometheus, which the operator's analysis policy allows.
+    start_operator(args=[f"--allowed-prometheus={prometheus.url}"])
     follow_traffic(model_simulator)
     # Four inconclusive runs (one interval apart) end the rollout: at least 4 s after the canary was
     # ready, so its 3 s pause runs out while Prometheus is down, and only a passing run could end it.

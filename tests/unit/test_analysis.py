@@ -226,7 +226,7 @@ def test_run_verdict(verdicts: list[tuple[Verdict, bool | None]], expected: Verd
 
 
 def secrets(values: dict[tuple[str, str], str]) -> Any:
-    def read(ref: SecretKeyRef) -> str:
+    def read(ref: SecretKeyRef, field: str) -> str:
         return values[(ref.name, ref.key)]
 
     return read

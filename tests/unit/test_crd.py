@@ -352,6 +352,16 @@ RULE_CASES = [
     ("query uses", {"name": "m", "max": 1.0, "query": 'x{version="{{verison}}"}'}, False),
     ("query uses", {"name": "m", "max": 1.0, "query": 'x{v="{{ver-sion}}"}'}, False),
     ("query uses", {"name": "m", "max": 1.0, "query": "x{{{version}}}"}, False),
+    ("interval must be at least", "1s", True),
+    ("interval must be at least", "1m30s", True),
+    ("interval must be at least", "2d", True),
+    ("interval must be at least", "999ms", False),
+    ("interval must be at least", "0.5s", False),
+    ("timeout must be at most", "1m", True),
+    ("timeout must be at most", "250ms", True),
+    ("timeout must be at most", "61s", False),
+    ("timeout must be at most", "1h", False),
+    ("timeout must be at most", "1d", False),
 ]
 
 

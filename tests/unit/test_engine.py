@@ -28,7 +28,7 @@ from canaria.core.engine import (
     analysis_due,
     decide,
     desired_workloads,
-    invalid_spec_status,
+    refused_status,
     split_replicas,
     template_hash,
 )
@@ -1333,7 +1333,7 @@ def test_stalled_message_says_what_failed_and_what_to_do() -> None:
 def test_invalid_spec_is_stalled_for_its_generation() -> None:
     world = healthy_world()
     later = world.now + timedelta(seconds=5)
-    status = invalid_spec_status(world.status, "spec.replicas: too big", 9, later)
+    status = refused_status(world.status, "InvalidSpec", "spec rejected: spec.replicas: too big", 9, later)
     conditions = {c.type: c for c in status.conditions}
     assert (conditions["Stalled"].status, conditions["Stalled"].reason) == ("True", "InvalidSpec")
     assert (conditions["Ready"].status, conditions["Ready"].last_transition_time) == ("False", later)

@@ -36,6 +36,11 @@ RELEASE, RELEASE_NS = "canaria", "canaria-system"
 NON_DEFAULT_VALUES: dict[str, Any] = {
     "watchNamespaces": ["ml", "fraud"],
     "prometheusAddress": "http://prometheus-operated.monitoring:9090",
+    "analysisPolicy": {
+        "allowedPrometheus": ["http://prometheus.team-a:9090", "https://thanos.monitoring:10902/team-b"],
+        "allowPlainHttpCredentials": True,
+        "maxQueriesPerMinute": 60,
+    },
     "logFormat": "plain",
     "verbose": True,
     "serviceMonitor": {"enabled": True, "labels": {"release": "kube-prometheus-stack"}},
@@ -314,7 +319,13 @@ def test_chart_defaults(helm: ModuleType) -> None:
         app_version = chart.metadata["appVersion"]
     assert pod["containers"][0]["image"].endswith(f":{app_version}")
     args = container_args(deployment)
-    assert args == ["--all-namespaces", "--liveness-port=8080", "--metrics-port=9464", "--log-format=json"]
+    assert args == [
+        "--all-namespaces",
+        "--max-queries-per-minute=240",
+        "--liveness-port=8080",
+        "--metrics-port=9464",
+        "--log-format=json",
+    ]
 
     service = one(objs, "Service")
     assert service["spec"]["ports"] == [
@@ -363,6 +374,10 @@ def test_chart_watch_namespaces_and_monitoring(helm: ModuleType) -> None:
         "--namespace=ml",
         "--namespace=fraud",
         "--prometheus-address=http://prometheus-operated.monitoring:9090",
+        "--allowed-prometheus=http://prometheus.team-a:9090",
+        "--allowed-prometheus=https://thanos.monitoring:10902/team-b",
+        "--allow-plain-http-credentials",
+        "--max-queries-per-minute=60",
         "--liveness-port=8080",
         "--metrics-port=9464",
         "--log-format=plain",
@@ -473,6 +488,8 @@ def test_prometheus_rule_alerts_fire(helm: ModuleType, tmp_path: Path) -> None:
         {"livenessPort": 70000},
         {"replicaCount": 2},
         {"prometheusAddress": "prometheus:9090"},
+        {"analysisPolicy": {"allowedPrometheus": ["http://user@prometheus:9090"]}},
+        {"analysisPolicy": {"maxQueriesPerMinute": 0}},
         {"typo": True},
     ],
 )
@@ -491,6 +508,11 @@ def test_chart_args_are_accepted_by_canaria_run(helm: ModuleType) -> None:
     custom = run.parse_args(["run", *container_args(one(render(helm, NON_DEFAULT_VALUES), "Deployment"))])
     assert custom.namespace == ["ml", "fraud"] and not custom.all_namespaces
     assert custom.prometheus_address == NON_DEFAULT_VALUES["prometheusAddress"]
+    policy = NON_DEFAULT_VALUES["analysisPolicy"]
+    assert custom.allowed_prometheus == policy["allowedPrometheus"]
+    assert custom.allow_plain_http_credentials and custom.max_queries_per_minute == 60
+    assert defaults.allowed_prometheus is None and not defaults.allow_plain_http_credentials
+    assert defaults.max_queries_per_minute == 240  # the chart's safe default is the operator's
     assert custom.log_format == "plain" and custom.verbose
 
 

@@ -17,6 +17,9 @@ def _run(args: argparse.Namespace) -> int:
         RunOptions(
             namespaces=tuple(args.namespace or ()),
             prometheus_address=args.prometheus_address,
+            allowed_prometheus=tuple(args.allowed_prometheus or ()),
+            allow_plain_http_credentials=args.allow_plain_http_credentials,
+            max_queries_per_minute=args.max_queries_per_minute,
             kubeconfig=args.kubeconfig,
             liveness_port=args.liveness_port,
             metrics_port=args.metrics_port,
@@ -60,6 +63,7 @@ def _version() -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     from canaria.cli import backtest, ctl, dashboard, sandbox
+    from canaria.core.policy import DEFAULT_QUERIES_PER_MINUTE
 
     parser = argparse.ArgumentParser(
         prog=ctl.prog_name(),
@@ -87,7 +91,27 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--prometheus-address",
         metavar="URL",
-        help="Prometheus used when a ModelDeployment sets no spec.prometheus.address",
+        help="Prometheus used when a ModelDeployment sets no spec.prometheus.address (always allowed)",
+    )
+    run.add_argument(
+        "--allowed-prometheus",
+        action="append",
+        metavar="URL",
+        help="also allow spec.prometheus.address at this base URL or below its path (repeatable); "
+        "any other address is refused before a request is made",
+    )
+    run.add_argument(
+        "--allow-plain-http-credentials",
+        action="store_true",
+        help="send spec.prometheus.bearerTokenSecretRef tokens over plain http too (default: https only)",
+    )
+    run.add_argument(
+        "--max-queries-per-minute",
+        type=int,
+        default=DEFAULT_QUERIES_PER_MINUTE,
+        metavar="N",
+        help="refuse a ModelDeployment whose metrics times analysis runs per minute exceed N "
+        f"(default {DEFAULT_QUERIES_PER_MINUTE})",
     )
     run.add_argument(
         "--kubeconfig", metavar="PATH", help="kubeconfig file (default: in-cluster, then $KUBECONFIG)"

@@ -37,6 +37,10 @@ MAX_NAME = 40
 DNS_1035 = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
 MAX_STEPS = 20
 MAX_METRICS = 20
+# Load bounds per ModelDeployment the API server checks (issue 23): analysis no more often than this, and
+# no query allowed to hold Prometheus (and an operator worker) longer than that.
+MIN_ANALYSIS_INTERVAL = "1s"
+MAX_QUERY_TIMEOUT = "1m"
 
 # A query may contain "{" (PromQL label matchers) but every "{{" must open a documented variable.
 # RE2 has no look-ahead, so the rule is spelled as "each character is plain, a lone brace, or a whole
@@ -85,6 +89,9 @@ _DURATION_SUM = (
 )
 
 
+_LONGEST_DURATION = {"rule": f"{_DURATION_SUM} <= {MAX_DURATION_SECONDS}.0", "message": "must be at most 30d"}
+
+
 def _check_dns_label(value: str) -> str:
     if not re.fullmatch(DNS_LABEL, value):
         raise ValueError(
@@ -102,9 +109,7 @@ Duration = Annotated[
         max_length=32,
         json_schema_extra={
             "pattern": DURATION_PATTERN,
-            "x-kubernetes-validations": [
-                {"rule": f"{_DURATION_SUM} <= {MAX_DURATION_SECONDS}.0", "message": "must be at most 30d"}
-            ],
+            "x-kubernetes-validations": [_LONGEST_DURATION],
         },
     ),
     AfterValidator(_check_duration),
@@ -354,7 +359,17 @@ class Metric(Threshold):
 class Analysis(CamelModel):
     """How often the canary is checked and how many bad checks are tolerated."""
 
-    interval: Duration = Field("1m", description="Time between analysis runs.")
+    interval: Duration = Field(
+        "1m",
+        description=f"Time between analysis runs; at least {MIN_ANALYSIS_INTERVAL}.",
+        json_schema_extra=validations(
+            _LONGEST_DURATION,  # restated: a field's own validations replace its type's
+            cel(
+                f"{_DURATION_SUM} >= {parse_duration(MIN_ANALYSIS_INTERVAL)!r}",
+                f"interval must be at least {MIN_ANALYSIS_INTERVAL}",
+            ),
+        ),
+    )
     failure_limit: int = Field(
         0, ge=0, le=100, description="Failed runs tolerated in a row; one more reverts the canary."
     )
@@ -379,6 +394,13 @@ class Analysis(CamelModel):
         if duplicates:
             raise ValueError(f"duplicate metric name(s): {', '.join(duplicates)}")
         return metrics
+
+    @field_validator("interval")
+    @classmethod
+    def _not_too_often(cls, interval: str) -> str:
+        if parse_duration(interval) < parse_duration(MIN_ANALYSIS_INTERVAL):
+            raise ValueError(f"interval must be at least {MIN_ANALYSIS_INTERVAL}, got {interval}")
+        return interval
 
     @property
     def interval_seconds(self) -> float:
@@ -498,9 +520,25 @@ class PrometheusSpec(CamelModel):
         pattern=r"^https?://",
         description="Prometheus base URL; default: the operator's --prometheus-address.",
     )
-    timeout: Duration = Field("10s", description="Per-query timeout.")
+    timeout: Duration = Field(
+        "10s",
+        description=f"Per-query timeout; at most {MAX_QUERY_TIMEOUT}.",
+        json_schema_extra=validations(
+            cel(
+                f"{_DURATION_SUM} <= {parse_duration(MAX_QUERY_TIMEOUT)!r}",
+                f"timeout must be at most {MAX_QUERY_TIMEOUT}",
+            )
+        ),
+    )
     bearer_token_secret_ref: SecretKeyRef | None = Field(None, description="Bearer token for Prometheus.")
     tls: PrometheusTLS | None = Field(None, description="TLS options.")
+
+    @field_validator("timeout")
+    @classmethod
+    def _not_too_long(cls, timeout: str) -> str:
+        if parse_duration(timeout) > parse_duration(MAX_QUERY_TIMEOUT):
+            raise ValueError(f"timeout must be at most {MAX_QUERY_TIMEOUT}, got {timeout}")
+        return timeout
 
 
 def _check_template(template: dict[str, Any]) -> dict[str, Any]:

@@ -1302,14 +1302,13 @@ def _set_conditions(run: _Run) -> None:
     ]
 
 
-def invalid_spec_status(
-    status: ModelDeploymentStatus, problems: str, generation: int, now: datetime
+def refused_status(
+    status: ModelDeploymentStatus, reason: str, message: str, generation: int, now: datetime
 ) -> ModelDeploymentStatus:
-    """The status for a spec the operator cannot read (e.g. applied with validation off): Stalled with
-    reason InvalidSpec for this generation, so a pipeline waiting on it fails fast; nothing else changes
-    (the version that served keeps serving, Available stays as it was)."""
-    message = f"spec rejected, nothing changed: {problems}"
-    release = ReleaseState("stalled", "InvalidSpec", message)
+    """The status for a spec the operator will not act on (unreadable, or refused by the analysis policy):
+    Stalled with ``reason`` for this generation, so a pipeline waiting on it fails fast; nothing else
+    changes (the version that served keeps serving, Available stays as it was)."""
+    release = ReleaseState("stalled", reason, message)
     kept = [c for c in status.conditions if c.type == ConditionType.AVAILABLE]
     return status.model_copy(
         update=dict(

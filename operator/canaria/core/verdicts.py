@@ -22,6 +22,11 @@ _AGGREGATES: dict[str, Callable[[Sequence[float]], float]] = {
 }
 
 
+#: Reason for a result element that is not a Prometheus sample; the element itself is never echoed (the
+#: answer may come from whatever a tenant pointed the operator at).
+UNEXPECTED = "unexpected result element (not a Prometheus sample)"
+
+
 def result(metric: Metric, verdict: Verdict, *, query: str, at: datetime, **extra: Any) -> MetricResult:
     return MetricResult(
         name=metric.name,
@@ -46,13 +51,16 @@ def _sample_values(samples: Any) -> list[str] | str:
     values: list[str] = []
     for sample in samples:
         if not isinstance(sample, Mapping):
-            return f"unexpected result element {sample!r}"
+            return UNEXPECTED
         if "value" in sample:
-            values.append(str(sample["value"][1]))
+            value = sample["value"]
+            if not isinstance(value, Sequence) or isinstance(value, str) or len(value) != 2:
+                return UNEXPECTED
+            values.append(str(value[1]))
         elif "values" in sample:
             return "query returns a range vector; wrap it in a function such as rate() or avg_over_time()"
         else:
-            return f"unexpected result element {sample!r}"
+            return UNEXPECTED
     return values
 
 
@@ -81,7 +89,7 @@ def classify(
     try:
         values = [float(v) for v in raw]
     except ValueError:
-        return result(metric, Verdict.ERROR, query=query, at=at, reason=f"not a number: {raw!r}")
+        return result(metric, Verdict.ERROR, query=query, at=at, reason="a sample value is not a number")
     if len(values) > 1 and metric.aggregate is None:
         return result(
             metric,

@@ -26,6 +26,7 @@ from canaria.core.actions import ApplyService, ApplyWorkload, DeleteWorkload, Em
 from canaria.core.api import ModelDeployment, SecretKeyRef
 from canaria.core.commands import Command, change_reason, parse_command
 from canaria.core.observations import Observations, WorkloadObservation
+from canaria.core.policy import CREDENTIALS_LABEL, PolicyError
 from canaria.kube import telemetry
 from canaria.kube.workloads import (
     FIELD_MANAGER,
@@ -40,6 +41,7 @@ from canaria.kube.workloads import (
 log = logging.getLogger("canaria.kube.cluster")
 T = TypeVar("T")
 APPLY = "application/apply-patch+yaml"
+METADATA_ONLY = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1"
 
 
 class Forbidden(Exception):
@@ -217,10 +219,32 @@ class Cluster:
         version = (service.spec.selector or {}).get(VERSION_LABEL)
         return (port.port, port.target_port if isinstance(port.target_port, int) else -1), version
 
-    def read_secret(self, namespace: str, ref: SecretKeyRef) -> str:
+    def read_secret(self, namespace: str, ref: SecretKeyRef, field: str) -> str:
+        """One key of a Secret, only if the Secret consents to Prometheus use (`CREDENTIALS_LABEL`).
+
+        The metadata is read first (as PartialObjectMetadata: no data crosses the wire), so a Secret
+        without the label is never read in full: naming it in a ModelDeployment gets a refusal, not its
+        content. Both reads are a plain `get`, the only verb the operator holds on Secrets.
+        """
         import base64
 
-        secret = call(f"get secrets in {namespace}", self.core.read_namespaced_secret, ref.name, namespace)
+        what = f"get secrets in {namespace}"
+        meta = call(
+            what,
+            self.core.read_namespaced_secret,
+            ref.name,
+            namespace,
+            _headers={"Accept": METADATA_ONLY},
+            _preload_content=False,
+        )
+        labels = (json.loads(meta.data).get("metadata") or {}).get("labels") or {}
+        if labels.get(CREDENTIALS_LABEL) != "true":
+            raise PolicyError(
+                field,
+                f'Secret {ref.name} lacks the label {CREDENTIALS_LABEL}="true": the operator uses a Secret '
+                "for Prometheus only when whoever may write Secrets in the namespace labelled it so",
+            )
+        secret = call(what, self.core.read_namespaced_secret, ref.name, namespace)
         data = (secret.data or {}).get(ref.key)
         if data is None:
             raise ValueError(f"secret {ref.name} has no key {ref.key}")

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from canaria.core.notifications import Policy, Receiver
+from canaria.core.policy import DEFAULT_QUERIES_PER_MINUTE, AnalysisPolicy
 
 
 @dataclass(frozen=True)
@@ -17,6 +18,9 @@ class RunOptions:
 
     namespaces: tuple[str, ...] = ()
     prometheus_address: str | None = None
+    allowed_prometheus: tuple[str, ...] = ()
+    allow_plain_http_credentials: bool = False
+    max_queries_per_minute: int = DEFAULT_QUERIES_PER_MINUTE
     kubeconfig: str | None = None
     liveness_port: int = 8080
     metrics_port: int = 9464
@@ -65,8 +69,14 @@ def run(options: RunOptions) -> int:
         log_format={"plain": kopf.LogFormat.PLAIN, "json": kopf.LogFormat.JSON}[options.log_format],
     )
     policy, secret = notification_settings(options)
+    analysis_policy = AnalysisPolicy(
+        default_address=options.prometheus_address,
+        allowed_addresses=options.allowed_prometheus,
+        allow_plain_http_credentials=options.allow_plain_http_credentials,
+        max_queries_per_minute=options.max_queries_per_minute,
+    )
     settings = Settings(
-        prometheus_address=options.prometheus_address,
+        analysis_policy=analysis_policy,
         notification_policy=policy,
         notifications_secret=secret,
     )

@@ -19,9 +19,10 @@ from pydantic import ValidationError
 
 from canaria.core.actions import ApplyWorkload, Decision, EmitEvent
 from canaria.core.api import MetricResult, ModelDeployment, ModelDeploymentStatus, Verdict
-from canaria.core.engine import analysis_due, analysis_variables, decide, history_event, invalid_spec_status
+from canaria.core.engine import analysis_due, analysis_variables, decide, history_event, refused_status
 from canaria.core.notifications import Policy
 from canaria.core.observations import AnalysisRun
+from canaria.core.policy import AnalysisPolicy, PolicyError
 from canaria.core.problems import describe_errors
 from canaria.kube import telemetry as metrics
 from canaria.kube.cluster import Cluster, Conflict, Refused
@@ -35,9 +36,9 @@ MAX_CONFLICT_RETRIES = 5
 
 @dataclasses.dataclass
 class Settings:
-    """Operator-wide options (from `canaria run`)."""
+    """Operator-wide options (from `canaria run`); the analysis policy holds the default Prometheus."""
 
-    prometheus_address: str | None = None
+    analysis_policy: AnalysisPolicy = dataclasses.field(default_factory=AnalysisPolicy)
     notification_policy: Policy = dataclasses.field(default_factory=Policy)
     notifications_secret: tuple[str, str] | None = None  # (namespace, name): one webhook URL per receiver
 
@@ -79,13 +80,20 @@ class Reconciler:
         try:
             md = ModelDeployment.model_validate(body)
         except ValidationError as exc:
-            self._report_invalid(body, exc)
+            self._refuse(body, "InvalidSpec", f"spec rejected, nothing changed: {describe_errors(exc)}")
             return None
         command, command_error = self.cluster.command_of(body)
-        observations = self.cluster.observe(body, command)
-        now = self.clock()
-        if analysis_due(md.spec, md.status, observations, now):
-            observations = dataclasses.replace(observations, analysis=self._analyse(md, now))
+        try:
+            # Before any request: an address, credential or load the operator-wide policy refuses stops
+            # here, and so does a Secret without the consent label (read while resolving the target).
+            self.settings.analysis_policy.check(md.spec)
+            observations = self.cluster.observe(body, command)
+            now = self.clock()
+            if analysis_due(md.spec, md.status, observations, now):
+                observations = dataclasses.replace(observations, analysis=self._analyse(md, now))
+        except PolicyError as exc:
+            self._refuse(body, "RefusedByPolicy", f"refused by the operator's analysis policy: {exc}")
+            return None
         decision = decide(md.spec, md.status, observations, now)
         try:
             self.cluster.validate(md, decision.actions)  # dry run: nothing changes if the spec is refused
@@ -148,9 +156,11 @@ class Reconciler:
         try:
             target = prometheus_analysis.target_from_spec(
                 md.spec.prometheus,
-                self.settings.prometheus_address,
-                lambda ref: self.cluster.read_secret(meta["namespace"], ref),
+                self.settings.analysis_policy.default_address,
+                lambda ref, field: self.cluster.read_secret(meta["namespace"], ref, field),
             )
+        except PolicyError:
+            raise
         except (ValueError, ApiException) as exc:
             reason = f"Prometheus not usable: {exc}"
             return AnalysisRun(
@@ -174,20 +184,20 @@ class Reconciler:
             metrics.ANALYSIS_VERDICTS.labels(metric=result.name, verdict=result.verdict.value).inc()
         return run
 
-    def _report_invalid(self, body: dict[str, Any], exc: ValidationError) -> None:
-        """A spec the operator cannot read (e.g. applied with validation off): say so, touch nothing."""
-        problems = describe_errors(exc)
+    def _refuse(self, body: dict[str, Any], reason: str, message: str) -> None:
+        """A spec the operator will not act on (unreadable, or outside the analysis policy): say so in
+        status (Stalled with ``reason``, Ready False) and a Warning Event, and touch nothing else."""
         generation = body["metadata"].get("generation") or 0
         try:
             status = ModelDeploymentStatus.model_validate(body.get("status") or {})
         except ValidationError:
             status = ModelDeploymentStatus()
-        new_status = invalid_spec_status(status, problems, generation, self.clock()).dump()
+        new_status = refused_status(status, reason, message, generation, self.clock()).dump()
         if new_status == body.get("status"):
             return
         self.cluster.write_status(body, new_status)
         self.cluster.post_event(
-            body, EmitEvent("Warning", "InvalidSpec", new_status["message"], key=f"invalid-{generation}")
+            body, EmitEvent("Warning", reason, message, key=f"{reason.lower()}-{generation}")
         )
 
 

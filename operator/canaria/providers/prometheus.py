@@ -17,18 +17,24 @@ That client reports a non-200 answer as ``PrometheusApiClientException`` whose m
 ``requests.exceptions.RetryError``. We therefore hand it our own retry policy (one immediate retry on a
 refused connection, none on reads or statuses) and read the real response through a ``requests`` response
 hook, so the reason we record is Prometheus' own ``errorType: error`` text.
+
+The address is tenant input, so nothing of an answer that is not Prometheus' is ever recorded (status,
+Events and logs say "HTTP 404: not a Prometheus API answer"), library error texts are reduced to a fixed
+list of kinds, and redirects are followed only below the address the analysis policy allowed.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import re
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urljoin
 
 import requests
 from prometheus_api_client import PrometheusApiClientException, PrometheusConnect
@@ -47,6 +53,12 @@ TRANSIENT_CLIENT_STATUSES: frozenset[int] = frozenset({408, 429})
 #: query usually ends with Prometheus' own "query timed out" answer (which also stops the evaluation
 #: server-side) rather than a bare socket timeout.
 CLIENT_TIMEOUT_MARGIN = 0.5
+
+#: What status says of an answer that is not Prometheus': never any of its body.
+NOT_PROMETHEUS = "not a Prometheus API answer"
+#: A Prometheus ``errorType`` (bad_data, timeout, execution, ...): a short identifier, else not Prometheus.
+ERROR_TYPE = re.compile(r"[a-z_]{1,32}")
+MAX_ERROR_CHARS = 300
 
 
 # ------------------------------------------------------------------------------------------- target
@@ -75,12 +87,13 @@ class PrometheusTarget:
 def target_from_spec(
     spec: PrometheusSpec,
     default_address: str | None,
-    read_secret: Callable[[SecretKeyRef], str],
+    read_secret: Callable[[SecretKeyRef, str], str],
 ) -> PrometheusTarget:
     """Resolve a ModelDeployment's ``spec.prometheus`` (with the operator's default address) to a target.
 
     ``read_secret`` is injected so that this stays free of Kubernetes calls (the shell reads Secrets in the
-    resource's namespace). ``tls.insecureSkipVerify`` wins over a CA: it is the explicit, louder choice.
+    resource's namespace, and refuses, naming the field it is given, a Secret without the consent label).
+    ``tls.insecureSkipVerify`` wins over a CA: it is the explicit, louder choice.
     """
     address = spec.address or default_address
     if not address:
@@ -90,7 +103,9 @@ def target_from_spec(
         )
     token = None
     if spec.bearer_token_secret_ref is not None:
-        token = read_secret(spec.bearer_token_secret_ref).strip() or None
+        token = (
+            read_secret(spec.bearer_token_secret_ref, "spec.prometheus.bearerTokenSecretRef").strip() or None
+        )
         if token is None:
             ref = spec.bearer_token_secret_ref
             raise ValueError(f"bearer token in Secret {ref.name!r}, key {ref.key!r} is empty")
@@ -99,7 +114,8 @@ def target_from_spec(
         if spec.tls.insecure_skip_verify:
             verify = False
         elif spec.tls.ca_secret_ref is not None:
-            verify = str(write_ca_bundle(read_secret(spec.tls.ca_secret_ref)))
+            pem = read_secret(spec.tls.ca_secret_ref, "spec.prometheus.tls.caSecretRef")
+            verify = str(write_ca_bundle(pem))
     return PrometheusTarget(
         address=address.rstrip("/"),
         bearer_token=token,
@@ -139,28 +155,72 @@ class _Failure:
     reason: str
 
 
-def _prometheus_error(response: requests.Response | None, fallback: str) -> str:
-    """Prometheus' own ``errorType: error`` text from an error response, else something readable."""
+def _prometheus_error(response: requests.Response | None) -> str | None:
+    """Prometheus' own ``errorType: error`` (one line) when ``response`` is a well-formed Prometheus error,
+    else None: the caller then says "HTTP 404: not a Prometheus API answer" and copies nothing more.
+
+    The address is tenant input: whatever answers there may be an internal service, and status, Events and
+    logs are read by people who could not have read that service.
+    """
     if response is None:
-        return fallback
+        return None
     try:
         body = response.json()
     except ValueError:
-        text = response.text.strip().replace("\n", " ")
-        return f"HTTP {response.status_code}: {text[:300]}" if text else f"HTTP {response.status_code}"
-    if isinstance(body, Mapping) and body.get("error"):
-        kind = body.get("errorType")
-        return f"{kind}: {body['error']}" if kind else str(body["error"])
-    return f"HTTP {response.status_code}"
+        return None
+    if not isinstance(body, Mapping) or body.get("status") != "error":
+        return None
+    kind, error = body.get("errorType"), body.get("error")
+    if isinstance(kind, str) and ERROR_TYPE.fullmatch(kind) and isinstance(error, str) and error:
+        return f"{kind}: {' '.join(error.split())[:MAX_ERROR_CHARS]}"
+    return None
 
 
 def _connection_reason(error: requests.ConnectionError, address: str) -> str:
+    """What kind of connection failure, from a fixed list: the library's text can carry what the other
+    end sent (e.g. a malformed status line), so it is never copied."""
     text = str(error)
     if "Connection refused" in text or "ECONNREFUSED" in text:
-        return f"Prometheus unreachable at {address}: connection refused"
-    if "Name or service not known" in text or "NameResolutionError" in text or "getaddrinfo" in text:
-        return f"Prometheus unreachable at {address}: name does not resolve"
-    return f"Prometheus unreachable at {address}: {text[:300]}"
+        kind = "connection refused"
+    elif "Name or service not known" in text or "NameResolutionError" in text or "getaddrinfo" in text:
+        kind = "name does not resolve"
+    elif "Connection reset" in text or "RemoteDisconnected" in text or "ConnectionResetError" in text:
+        kind = "connection closed by the server"
+    else:
+        kind = f"connection failed ({type(error).__name__})"
+    return f"Prometheus unreachable at {address}: {kind}"
+
+
+def _tls_reason(error: requests.exceptions.SSLError, address: str) -> str:
+    """TLS failures by kind only (the library's text may quote the server's certificate)."""
+    text = str(error)
+    if "CERTIFICATE_VERIFY_FAILED" in text or "certificate verify failed" in text:
+        kind = "certificate not trusted (set spec.prometheus.tls.caSecretRef)"
+    elif "WRONG_VERSION_NUMBER" in text or "wrong version number" in text:
+        kind = "the server does not speak TLS"
+    else:
+        kind = "handshake failed"
+    return f"TLS to {address} failed: {kind}"
+
+
+class _Session(requests.Session):
+    """A session that follows a redirect only below the Prometheus address it was built for.
+
+    The analysis policy allowed that address, not whatever it redirects to: another host, scheme, port or
+    a path outside the address would be a way around the policy, so such a redirect is returned as the
+    3xx it is (and reported as "HTTP 302: not a Prometheus API answer").
+    """
+
+    def __init__(self, base: str) -> None:
+        super().__init__()
+        self.base = base.rstrip("/") + "/"
+
+    def get_redirect_target(self, resp: requests.Response) -> str | None:
+        location = super().get_redirect_target(resp)
+        if location is None:
+            return None
+        target = urljoin(resp.url, location)
+        return location if target.startswith(self.base) else None
 
 
 class _Client:
@@ -169,7 +229,7 @@ class _Client:
     def __init__(self, target: PrometheusTarget) -> None:
         self.target = target
         self.last_response: requests.Response | None = None
-        session = requests.Session()
+        session = _Session(target.address)
         session.verify = target.verify
         session.hooks["response"].append(self._keep)
         headers = {"Authorization": f"Bearer {target.bearer_token}"} if target.bearer_token else None
@@ -192,6 +252,10 @@ class _Client:
     def close(self) -> None:
         self.prom.close()
 
+    def _not_prometheus(self) -> str:
+        status = self.last_response.status_code if self.last_response is not None else 0
+        return f"HTTP {status}: {NOT_PROMETHEUS}" if status else NOT_PROMETHEUS
+
     def query(self, query: str, at: datetime) -> tuple[str, list[Any]] | _Failure:
         """Run an instant query at ``at``; return ``(data.resultType, data.result)`` or a classified
         failure, never raise for a server problem."""
@@ -201,32 +265,31 @@ class _Client:
         params = {"time": f"{_timestamp(at):.3f}", "timeout": f"{timeout:g}"}
         try:
             result = self.prom.custom_query(query, params=params, timeout=timeout + CLIENT_TIMEOUT_MARGIN)
-        except PrometheusApiClientException as error:
+        except PrometheusApiClientException:
             response = self.last_response
             status = response.status_code if response is not None else 0
-            reason = _prometheus_error(response, str(error))
+            own = _prometheus_error(response)
             if 400 <= status < 500 and status not in TRANSIENT_CLIENT_STATUSES:
-                return _Failure(Verdict.ERROR, reason)
-            return _Failure(Verdict.INCONCLUSIVE, f"Prometheus answered {status}: {reason}")
+                return _Failure(Verdict.ERROR, own or self._not_prometheus())
+            reason = f"Prometheus answered {status}: {own}" if own else self._not_prometheus()
+            return _Failure(Verdict.INCONCLUSIVE, reason)
         except requests.Timeout:
             return _Failure(
                 Verdict.INCONCLUSIVE,
                 f"Prometheus at {self.target.address} did not answer within {timeout:g}s",
             )
         except requests.exceptions.SSLError as error:
-            return _Failure(Verdict.INCONCLUSIVE, f"TLS to {self.target.address} failed: {error}")
+            return _Failure(Verdict.INCONCLUSIVE, _tls_reason(error, self.target.address))
         except requests.ConnectionError as error:
             return _Failure(Verdict.INCONCLUSIVE, _connection_reason(error, self.target.address))
-        except requests.RequestException as error:  # e.g. a 200 that is not JSON: not a Prometheus API
-            return _Failure(Verdict.INCONCLUSIVE, f"bad answer from {self.target.address}: {error}")
-        except (KeyError, TypeError) as error:
-            # JSON, but not shaped like a Prometheus answer (no data.result); anything else is our bug.
-            if self.last_response is None:
+        except (requests.RequestException, KeyError, TypeError) as error:
+            # A 200 that is not JSON, or JSON not shaped like a Prometheus answer (no data.result); a
+            # KeyError or TypeError with no response at all is our bug.
+            if self.last_response is None and not isinstance(error, requests.RequestException):
                 raise
-            address = self.target.address
-            return _Failure(Verdict.INCONCLUSIVE, f"not a Prometheus API answer from {address} ({error!r})")
+            return _Failure(Verdict.INCONCLUSIVE, self._not_prometheus())
         if not isinstance(result, list):
-            return _Failure(Verdict.INCONCLUSIVE, f"bad answer from {self.target.address}: {result!r:.200}")
+            return _Failure(Verdict.INCONCLUSIVE, self._not_prometheus())
         return str(
             self.last_response.json()["data"].get("resultType")
         ) if self.last_response else "vector", result

@@ -412,8 +412,11 @@ class ControlPlane:
         path: str | os.PathLike[str],
         *,
         expiration_seconds: int = 3600,
+        namespaced: bool = False,
     ) -> Path:
         """Kubeconfig for ServiceAccount ``namespace/name`` granted exactly ``cluster_rules``.
+
+        ``namespaced`` grants them in ``namespace`` only (a Role and a RoleBinding, e.g. for a tenant).
 
         For least-privilege tests: run the operator with the chart's ClusterRole rules, a missing verb fails.
 
@@ -431,31 +434,39 @@ class ControlPlane:
                     namespace, client.V1ServiceAccount(metadata=client.V1ObjectMeta(name=name))
                 )
             )
+            kind = "Role" if namespaced else "ClusterRole"
+            meta = {"name": role_name, **({"namespace": namespace} if namespaced else {})}
             role = {
                 "apiVersion": "rbac.authorization.k8s.io/v1",
-                "kind": "ClusterRole",
-                "metadata": {"name": role_name},
+                "kind": kind,
+                "metadata": meta,
                 "rules": cluster_rules,
             }
-            _create_or_replace(
-                lambda: rbac.create_cluster_role(role),
-                lambda: rbac.replace_cluster_role(role_name, role),
-            )
             binding = {
                 "apiVersion": "rbac.authorization.k8s.io/v1",
-                "kind": "ClusterRoleBinding",
-                "metadata": {"name": role_name},
-                "roleRef": {
-                    "apiGroup": "rbac.authorization.k8s.io",
-                    "kind": "ClusterRole",
-                    "name": role_name,
-                },
+                "kind": f"{kind}Binding",
+                "metadata": meta,
+                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": kind, "name": role_name},
                 "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": namespace}],
             }
-            _create_or_replace(
-                lambda: rbac.create_cluster_role_binding(binding),
-                lambda: rbac.replace_cluster_role_binding(role_name, binding),
-            )
+            if namespaced:
+                _create_or_replace(
+                    lambda: rbac.create_namespaced_role(namespace, role),
+                    lambda: rbac.replace_namespaced_role(role_name, namespace, role),
+                )
+                _create_or_replace(
+                    lambda: rbac.create_namespaced_role_binding(namespace, binding),
+                    lambda: rbac.replace_namespaced_role_binding(role_name, namespace, binding),
+                )
+            else:
+                _create_or_replace(
+                    lambda: rbac.create_cluster_role(role),
+                    lambda: rbac.replace_cluster_role(role_name, role),
+                )
+                _create_or_replace(
+                    lambda: rbac.create_cluster_role_binding(binding),
+                    lambda: rbac.replace_cluster_role_binding(role_name, binding),
+                )
             token_request = client.AuthenticationV1TokenRequest(
                 spec=client.V1TokenRequestSpec(expiration_seconds=expiration_seconds)
             )
