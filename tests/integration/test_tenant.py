@@ -229,7 +229,13 @@ def test_nothing_of_a_non_prometheus_answer_is_reflected(
     answers = {
         "html404": Answer(404, page, "text/html"),
         "text200": Answer(200, SENTINEL.encode(), "text/plain"),
-        "json200": Answer(200, json.dumps({"status": "success", "data": {"result": [SENTINEL]}}).encode()),
+        "json200": Answer(200, json.dumps({"status": "success", "data": {"resultType": SENTINEL}}).encode()),
+        "vector": Answer(
+            200,
+            json.dumps(
+                {"status": "success", "data": {"resultType": "vector", "result": [SENTINEL]}}
+            ).encode(),
+        ),
         "redirect": Answer(302, b"", location=f"{elsewhere.url}/api/v1/query?{SENTINEL}"),
         "promerror": Answer(
             422,
@@ -247,7 +253,8 @@ def test_nothing_of_a_non_prometheus_answer_is_reflected(
     assert reasons == {
         "html404": "HTTP 404: not a Prometheus API answer",
         "text200": "HTTP 200: not a Prometheus API answer",
-        "json200": "unexpected result element (not a Prometheus sample)",
+        "json200": "HTTP 200: not a Prometheus API answer",  # a resultType Prometheus never sends
+        "vector": "unexpected result element (not a Prometheus sample)",
         "redirect": "HTTP 302: not a Prometheus API answer",
         "promerror": "execution: expanding: boom",  # Prometheus' own words do get through
     }

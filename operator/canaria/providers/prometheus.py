@@ -59,6 +59,8 @@ NOT_PROMETHEUS = "not a Prometheus API answer"
 #: A Prometheus ``errorType`` (bad_data, timeout, execution, ...): a short identifier, else not Prometheus.
 ERROR_TYPE = re.compile(r"[a-z_]{1,32}")
 MAX_ERROR_CHARS = 300
+#: The ``data.resultType`` values of the Prometheus API; anything else is not Prometheus (and not echoed).
+RESULT_TYPES = frozenset({"vector", "scalar", "matrix", "string"})
 
 
 # ------------------------------------------------------------------------------------------- target
@@ -288,11 +290,10 @@ class _Client:
             if self.last_response is None and not isinstance(error, requests.RequestException):
                 raise
             return _Failure(Verdict.INCONCLUSIVE, self._not_prometheus())
-        if not isinstance(result, list):
+        result_type = self.last_response.json()["data"].get("resultType") if self.last_response else "vector"
+        if not isinstance(result, list) or result_type not in RESULT_TYPES:
             return _Failure(Verdict.INCONCLUSIVE, self._not_prometheus())
-        return str(
-            self.last_response.json()["data"].get("resultType")
-        ) if self.last_response else "vector", result
+        return result_type, result
 
 
 def _timestamp(at: datetime) -> float:
