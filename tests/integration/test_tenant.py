@@ -26,11 +26,11 @@ from kubernetes.client.exceptions import ApiException
 
 from canaria import PLURAL
 from canaria.core.policy import CREDENTIALS_LABEL
+from canaria.sandbox.controlplane import ControlPlane
+from canaria.sandbox.kubelet import Kubelet
 from canaria.sandbox.processes import OperatorProcess
 
-from .controlplane import ControlPlane
 from .harness import ModelDeployments, model_deployment, wait_for
-from .kubelet import TestKubelet
 
 SENTINEL = f"tenant-sentinel-{secrets.token_hex(6)}"  # what an internal service would answer
 TOKEN = f"token-sentinel-{secrets.token_hex(6)}"  # what a Secret the tenant cannot read holds
@@ -198,7 +198,7 @@ def test_an_address_outside_the_policy_is_refused_before_any_request(
     mds: ModelDeployments,
     start_operator: Callable[..., OperatorProcess],
     recorders: Callable[..., Recorder],
-    kubelet: TestKubelet,
+    kubelet: Kubelet,
 ) -> None:
     prometheus, internal = recorders(), recorders()
     start_operator(prometheus=prometheus.url)
@@ -222,7 +222,7 @@ def test_nothing_of_a_non_prometheus_answer_is_reflected(
     mds: ModelDeployments,
     start_operator: Callable[..., OperatorProcess],
     recorders: Callable[..., Recorder],
-    kubelet: TestKubelet,
+    kubelet: Kubelet,
 ) -> None:
     prometheus, elsewhere = recorders(), recorders()
     page = f"<html><body><h1>Admin</h1><p>{SENTINEL}</p></body></html>".encode()
@@ -274,7 +274,7 @@ def test_credentials_only_from_consenting_secrets_and_over_tls(
     start_operator: Callable[..., OperatorProcess],
     recorders: Callable[..., Recorder],
     test_ca: LocalCA,
-    kubelet: TestKubelet,
+    kubelet: Kubelet,
 ) -> None:
     plain, tls = recorders(), recorders(test_ca.server)
     tls.answer = lambda query: Answer(200, json.dumps(vector("0")).encode())
