@@ -30,6 +30,25 @@ def model_simulator() -> Iterator[ModelServerSimulator]:
         simulator.stop()
 
 
+def started_prometheus(targets: list[str], **kwargs: object) -> LocalPrometheus:
+    """A started LocalPrometheus, or a skip naming the install command when the binary is missing."""
+    try:
+        server = LocalPrometheus(targets, **kwargs)  # type: ignore[arg-type]
+    except PrometheusNotFound as error:
+        pytest.skip(str(error))
+    return server.start()
+
+
+@pytest.fixture
+def constant_prometheus() -> Iterator[LocalPrometheus]:
+    """A real Prometheus with no targets, for queries that compute their own answer (`vector(0.05)`)."""
+    server = started_prometheus([])
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
 @pytest.fixture
 def prometheus(model_simulator: ModelServerSimulator) -> Iterator[LocalPrometheus]:
     """A real Prometheus on a free 127.0.0.1 port scraping ``model_simulator`` every second.
@@ -37,11 +56,7 @@ def prometheus(model_simulator: ModelServerSimulator) -> Iterator[LocalPrometheu
     First samples arrive 5-6 s after start (Prometheus 2.x applies scrape targets on a 5 s tick); use
     ``prometheus.wait_for_series`` rather than sleeping.
     """
-    try:
-        server = LocalPrometheus([model_simulator.target])
-    except PrometheusNotFound as error:
-        pytest.skip(str(error))
-    server.start()
+    server = started_prometheus([model_simulator.target])
     try:
         yield server
     finally:

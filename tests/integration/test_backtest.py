@@ -18,7 +18,8 @@ from typing import Any
 import pytest
 import yaml
 
-from canaria.sandbox.localprom import LocalPrometheus, PrometheusNotFound
+from canaria.sandbox.localprom import LocalPrometheus
+from tests.fixtures_prometheus import started_prometheus
 
 RATE = 100.0  # requests per second
 NORMAL, INCIDENT = 0.002, 0.05  # error ratios
@@ -61,11 +62,7 @@ def history_prometheus(tmp_path_factory: pytest.TempPathFactory) -> Any:
         check=True,
         capture_output=True,
     )
-    try:
-        server = LocalPrometheus(work_dir=work)
-    except PrometheusNotFound as error:
-        pytest.skip(str(error))
-    server.start()
+    server = started_prometheus([], work_dir=work)
     try:
         yield server
     finally:

@@ -20,7 +20,7 @@ import pytest
 from kubernetes import client
 
 from canaria.sandbox.kubelet import Kubelet
-from canaria.sandbox.localprom import LocalPrometheus, PrometheusNotFound
+from canaria.sandbox.localprom import LocalPrometheus
 from canaria.sandbox.processes import OperatorProcess
 
 from .harness import ModelDeployments, model_deployment, wait_for
@@ -79,20 +79,6 @@ def receivers() -> Iterator[dict[str, Receiver]]:
     finally:
         for receiver in started.values():
             receiver.stop()
-
-
-@pytest.fixture
-def constant_prometheus() -> Iterator[LocalPrometheus]:
-    """A real Prometheus with no targets: `vector(0.05)` is all the tests ask of it."""
-    try:
-        server = LocalPrometheus([])
-    except PrometheusNotFound as error:
-        pytest.skip(str(error))
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture
