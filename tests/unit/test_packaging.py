@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -658,3 +659,26 @@ def test_chart_grafana_dashboard(helm: ModuleType) -> None:
     assert config_map["metadata"]["labels"]["grafana_dashboard"] == "1"
     shipped = json.loads((CHART / "dashboards" / "canaria.json").read_text())
     assert json.loads(config_map["data"]["canaria.json"]) == shipped
+
+
+def test_the_security_docs_multi_tenant_commands(helm: ModuleType) -> None:
+    """docs/security.md's helm command sets the policy it describes (values parsed as Helm parses --set),
+    and its kubectl line sets the label the operator checks."""
+    from canaria.cli.main import build_parser
+    from canaria.core.policy import CREDENTIALS_LABEL
+
+    doc = (ROOT / "docs" / "security.md").read_text()
+    (install,) = [b for b in re.findall(r"```sh\n(.*?)```", doc, re.S) if b.strip().startswith("helm ")]
+    words = shlex.split(install.replace("\\\n", " "))
+    assert words[:5] == ["helm", "upgrade", "--install", "canaria", "./charts/canaria"]
+    values: dict[str, Any] = {}
+    for expression in [words[i + 1] for i, word in enumerate(words) if word == "--set"]:
+        for key, value in helm.parse_set_string(expression).items():
+            values[key] = {**values.get(key, {}), **value} if isinstance(value, dict) else value
+    args = build_parser().parse_args(["run", *container_args(one(render(helm, values), "Deployment"))])
+    assert args.allowed_prometheus == [
+        "https://prometheus.team-a.svc:9090",
+        "https://thanos-query.monitoring.svc:10902/team-b",
+    ]
+    assert args.max_queries_per_minute == 60 and not args.allow_plain_http_credentials
+    assert f"label secret prometheus-token {CREDENTIALS_LABEL}=true" in doc
