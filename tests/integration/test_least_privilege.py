@@ -90,6 +90,8 @@ DENIED = re.compile(
 #: Canaria's report (canaria.cluster.Forbidden), and kopf's for the requests it makes itself
 #: ("Request attempt #1/9 failed; will retry: GET ... -> APIForbiddenError(...)").
 OURS, KOPFS = "the operator's RBAC needs it", "APIForbiddenError"
+#: How `canaria run` leads the one line it prints when a denial stops it at start.
+STARTUP = "canaria run: cannot start: "
 
 
 # ---------------------------------------------------------------------------------------------- helpers
@@ -586,13 +588,13 @@ def test_removing_a_rule_is_reported_by_name(
             raise
         finally:
             operator.kill()
-    # Canaria's own message leads with what was refused, where; kopf's names the request that failed.
+    # Canaria's own message leads with what was refused, where (at start, after "cannot start", and in all
+    # namespaces when it watches them all); kopf's names the request that failed.
     resource = rule["resources"][0].split("/")[0]
     for message in (m for m in reports if OURS in m):
-        head = message.split(":")[0]
-        assert head.startswith("forbidden to ") and resource in head and head.endswith(f" in {target}"), (
-            message
-        )
+        head = message.removeprefix(STARTUP).split(":")[0]
+        assert head.startswith("forbidden to ") and resource in head, message
+        assert head.endswith((f" in {target}", " in all namespaces")), message
 
 
 VERBS = [

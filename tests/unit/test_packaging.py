@@ -104,6 +104,10 @@ def assert_hardened(pod_spec: dict[str, Any]) -> None:
     assert "emptyDir" in volumes[mounts["/tmp"]], "/tmp must be an emptyDir (the only writable place)"
     env = {e["name"]: e.get("value") for e in container.get("env", [])}
     assert env.get("HOME") == "/tmp" and env.get("TMPDIR") == "/tmp"
+    pod_name = next(e for e in container["env"] if e["name"] == "POD_NAME")
+    assert pod_name["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.name"}}, (
+        "kopf's identity is the Pod's name: under the image's uid there is no user name to build it from"
+    )
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
     for probe in ("livenessProbe", "readinessProbe"):
         get = container[probe]["httpGet"]

@@ -11,27 +11,32 @@ import yaml
 
 
 def _run(args: argparse.Namespace) -> int:
-    from canaria.kube.operator import RunOptions, run
+    """One line on stderr and exit 1 when the operator cannot start: that line is all `kubectl logs` of a
+    CrashLoopBackOff shows, so it must say what to fix (no traceback)."""
+    from canaria.kube.operator import RunOptions, StartupError, run
 
-    return run(
-        RunOptions(
-            namespaces=tuple(args.namespace or ()),
-            prometheus_address=args.prometheus_address,
-            allowed_prometheus=tuple(args.allowed_prometheus or ()),
-            allow_plain_http_credentials=args.allow_plain_http_credentials,
-            max_queries_per_minute=args.max_queries_per_minute,
-            kubeconfig=args.kubeconfig,
-            liveness_port=args.liveness_port,
-            metrics_port=args.metrics_port,
-            bind_address=args.bind_address,
-            log_format=args.log_format,
-            verbose=args.verbose,
-            notification_receivers=tuple(args.notification_receiver or ()),
-            notification_defaults=tuple(args.notification_default or ()),
-            notify_promotions=args.notify_promotions,
-            notifications_secret=args.notifications_secret,
-        )
+    options = RunOptions(
+        namespaces=tuple(args.namespace or ()),
+        prometheus_address=args.prometheus_address,
+        allowed_prometheus=tuple(args.allowed_prometheus or ()),
+        allow_plain_http_credentials=args.allow_plain_http_credentials,
+        max_queries_per_minute=args.max_queries_per_minute,
+        kubeconfig=args.kubeconfig,
+        liveness_port=args.liveness_port,
+        metrics_port=args.metrics_port,
+        bind_address=args.bind_address,
+        log_format=args.log_format,
+        verbose=args.verbose,
+        notification_receivers=tuple(args.notification_receiver or ()),
+        notification_defaults=tuple(args.notification_default or ()),
+        notify_promotions=args.notify_promotions,
+        notifications_secret=args.notifications_secret,
     )
+    try:
+        return run(options)
+    except StartupError as exc:
+        sys.stderr.write(f"canaria run: cannot start: {exc}\n")
+        return 1
 
 
 def _crd(_: argparse.Namespace) -> int:

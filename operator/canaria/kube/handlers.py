@@ -44,18 +44,10 @@ class _Runtime:
 Runtime = _Runtime()
 
 
-def configure(settings: Settings, kubeconfig: str | None) -> None:
-    """Build the API client once; kopf logs in the same way (see `login`)."""
+def configure(settings: Settings, api: client.ApiClient, kubeconfig: str | None) -> None:
+    """Give the reconciler the API client `canaria run` built; kopf logs in the same way (see `login`)."""
     from canaria.kube.cluster import Cluster
 
-    if kubeconfig:
-        api = config.new_client_from_config(config_file=kubeconfig)
-    else:
-        try:
-            config.load_incluster_config()
-        except config.ConfigException:
-            config.load_kube_config()
-        api = client.ApiClient()
     Runtime.kubeconfig = kubeconfig
     cluster = Cluster(api)
     notifier = None
