@@ -5,7 +5,8 @@
 #   its Python minor version must be the one requirements.lock was resolved for (see the lock's header).
 # - Dependencies come only from requirements.lock (the runtime closure, exact versions, no resolution at
 #   build time); the package itself is built from source and installed without dependencies; `pip check`
-#   proves the lock is complete.
+#   proves the lock is complete; then pip and setuptools (the venv's seed) leave: the runtime holds the
+#   locked distributions and Canaria, nothing else.
 # - It runs as a numeric non-root user and writes nothing outside /tmp, so it works with
 #   readOnlyRootFilesystem and an emptyDir at /tmp (as the Helm chart and manifests/ mount it).
 ARG PYTHON_IMAGE=python:3.11.14-slim-bookworm
@@ -25,7 +26,8 @@ RUN python -m venv /opt/build \
     && /opt/build/bin/pip install --no-cache-dir "setuptools==${SETUPTOOLS_VERSION}" \
     && /opt/build/bin/pip wheel --no-cache-dir --no-deps --no-build-isolation --wheel-dir /wheels /src \
     && /opt/canaria/bin/pip install --no-cache-dir --no-deps /wheels/canaria-*.whl \
-    && /opt/canaria/bin/pip check
+    && /opt/canaria/bin/pip check \
+    && /opt/canaria/bin/pip uninstall --yes pip setuptools
 
 FROM ${PYTHON_IMAGE}
 LABEL org.opencontainers.image.title="canaria" \

@@ -9,7 +9,7 @@ from types import ModuleType
 
 import pytest
 
-pytest_plugins = ["tests.fixtures_prometheus"]
+pytest_plugins = ["tests.fixtures_prometheus", "tests.fixtures_cluster"]
 
 
 @pytest.fixture(scope="session")

@@ -6,6 +6,7 @@ undeclared API call fails a test. It runs as a process so a test can kill it at 
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import time
 from collections.abc import Callable
@@ -65,6 +66,24 @@ def install_crd(api: client.ApiClient) -> None:
         return any(c.type == "Established" and c.status == "True" for c in conditions)
 
     wait_for("the CRD to be established", established, timeout=30)
+
+
+def release_finalizers(api: client.ApiClient, namespace: str) -> None:
+    """With the operator gone, nobody would remove kopf's finalizer: the namespace would stay
+    Terminating for the rest of the session. Drop it, as an uninstall runbook would."""
+    custom = client.CustomObjectsApi(api)
+    for item in custom.list_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL)["items"]:
+        if item["metadata"].get("finalizers"):
+            with contextlib.suppress(ApiException):
+                custom.patch_namespaced_custom_object(
+                    GROUP,
+                    VERSION,
+                    namespace,
+                    PLURAL,
+                    item["metadata"]["name"],
+                    {"metadata": {"finalizers": None}},
+                    _content_type="application/merge-patch+json",
+                )
 
 
 class ModelDeployments:
