@@ -59,6 +59,11 @@ BAD_STARTS = [
         r"--kubeconfig /etc/hostname is not a kubeconfig \(it lists no clusters\)",
         id="not-a-kubeconfig",
     ),
+    pytest.param(
+        ["--notification-receiver=team=slack"],
+        r"--notification-receiver needs --notifications-secret \(where the URLs are\)",
+        id="notification-receiver-without-secret",
+    ),
     pytest.param([], r"no Kubernetes credentials: not in a Pod .*; pass --kubeconfig", id="no-credentials"),
 ]
 
