@@ -588,11 +588,11 @@ def test_removing_a_rule_is_reported_by_name(
             raise
         finally:
             operator.kill()
-    # Canaria's own message leads with what was refused, where (at start, after "cannot start", and in all
-    # namespaces when it watches them all); kopf's names the request that failed.
+    # Canaria's own message leads with what was refused, where (after the object it reconciled, or at start
+    # after "cannot start" and in all namespaces when it watches them all); kopf's names the failed request.
     resource = rule["resources"][0].split("/")[0]
     for message in (m for m in reports if OURS in m):
-        head = message.removeprefix(STARTUP).split(":")[0]
+        head = re.sub(rf"^({re.escape(STARTUP)}|{target}/[\w.-]+: )", "", message).split(":")[0]
         assert head.startswith("forbidden to ") and resource in head, message
         assert head.endswith((f" in {target}", " in all namespaces")), message
 
