@@ -110,7 +110,7 @@ def check_api(api: client.ApiClient, namespaces: Sequence[str]) -> None:
     A missing CRD is not an error: kopf serves it as soon as it is installed.
     """
     from canaria import GROUP, PLURAL, VERSION
-    from canaria.kube.cluster import Forbidden, call
+    from canaria.kube.cluster import Forbidden, Refused, call
 
     server = api.configuration.host
     custom = client.CustomObjectsApi(api)
@@ -139,14 +139,16 @@ def check_api(api: client.ApiClient, namespaces: Sequence[str]) -> None:
             )
     except Forbidden as exc:
         raise StartupError(str(exc)) from exc
-    except ApiException as exc:
-        if exc.status == 404:
-            return
-        if exc.status == 401:
+    except Refused as exc:  # a 4xx about the request: here, above all, 401
+        if isinstance(exc.__cause__, ApiException) and exc.__cause__.status == 401:
             raise StartupError(
                 f"the API server at {server} rejected the operator's credentials (401 Unauthorized):"
                 " the token or client certificate is invalid or expired"
             ) from exc
+        raise StartupError(f"the API server at {server} refused: {exc}") from exc
+    except ApiException as exc:
+        if exc.status == 404:
+            return
         raise StartupError(f"the API server at {server} answered {exc.status} {exc.reason}") from exc
     except HTTPError as exc:
         # urllib3 wraps the cause (refused, unresolvable, TLS, timeout) in a retry error: name the cause.
