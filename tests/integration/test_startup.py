@@ -17,9 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from canaria.sandbox.controlplane import ControlPlane, write_kubeconfig
 from canaria.sandbox.processes import free_port
-
-from .controlplane import ControlPlane, write_kubeconfig
 
 PREFIX = "canaria run: cannot start: "
 
