@@ -23,6 +23,7 @@ from typing import Any
 
 import pytest
 import requests
+import yaml
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
@@ -316,6 +317,32 @@ def _status_code(call: Any, *args: Any, **kwargs: Any) -> int:
     with pytest.raises(ApiException) as caught:
         call(*args, **kwargs)
     return caught.value.status
+
+
+def test_invalid_model_deployments_are_refused_at_apply_time_naming_the_field(api: client.ApiClient) -> None:
+    """As a real API server does with the CRD's schema and CEL rules: the invalid examples never reach the
+    operator, and an edit that breaks a valid spec is refused too."""
+    custom = client.CustomObjectsApi(api)
+    for invalid in sorted((REPO / "manifests" / "examples" / "invalid").glob("*.yaml")):
+        body = yaml.safe_load(invalid.read_text())
+        field = re.search(r"^# Rejected at (\S+?)\.?(\s|$)", invalid.read_text(), re.MULTILINE)
+        assert field, invalid.name
+        with pytest.raises(ApiException) as caught:
+            custom.create_namespaced_custom_object(GROUP, VERSION, "default", PLURAL, body)
+        message = json.loads(caught.value.body)["message"]
+        assert caught.value.status == 422 and f": {field.group(1)}: " in message, (invalid.name, message)
+    custom.create_namespaced_custom_object(GROUP, VERSION, "default", PLURAL, _md())
+    with pytest.raises(ApiException) as caught:
+        custom.patch_namespaced_custom_object(
+            GROUP, VERSION, "default", PLURAL, "fraud", {"spec": {"model": {"version": "V2"}}}
+        )
+    assert caught.value.status == 422 and "spec.model.version: 'V2' is not a DNS label" in caught.value.body
+    assert (
+        custom.get_namespaced_custom_object(GROUP, VERSION, "default", PLURAL, "fraud")["spec"]["model"][
+            "version"
+        ]
+        == "v1"
+    )
 
 
 def test_create_fills_metadata_and_generation_counts_spec_changes_only(api: client.ApiClient) -> None:

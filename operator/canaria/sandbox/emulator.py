@@ -33,10 +33,13 @@ everything Canaria, kopf, the kubernetes client and ``kubectl get`` rely on:
   seconds after a Deployment's spec changes (every Pod becomes ready at once: there are no Pods);
 - **namespaces**: ``/api/v1/namespaces[/NAME]`` (a 500 in kmock's URL parsing) answers with the
   namespaces in use; creating a CRD registers its resource for discovery;
-- **memory**: kmock's request log and per-object history are capped.
+- **memory**: kmock's request log and per-object history are capped;
+- **validation of ModelDeployments**: a spec the CRD's schema or CEL rules would refuse is refused with
+  422 naming the field (through the API models the CRD is generated from), so `kubectl apply` of an
+  invalid example fails at apply time as on a cluster.
 
-Not emulated (the sandbox needs none of it): authentication and RBAC, schema validation and defaulting
-(the operator validates a spec itself and reports an invalid one), admission, pagination (a list
+Not emulated (the sandbox needs none of it): authentication and RBAC, schema validation of other
+resources and defaulting, admission, pagination (a list
 returns everything), Pods, ReplicaSets, Endpoints.
 """
 
@@ -63,6 +66,11 @@ import jsonpatch
 import kmock
 import yaml
 from kmock._internal import parsing  # only to route /api/v1/namespaces, which kmock's parser refuses
+from pydantic import ValidationError
+
+from canaria import GROUP, KIND, PLURAL
+from canaria.core.api import ModelDeploymentSpec
+from canaria.core.problems import describe_errors
 
 log = logging.getLogger("canaria.sandbox.emulator")
 
@@ -313,6 +321,20 @@ def _ok(payload: Any, status: int = 200) -> kmock.Response:
     """Every answer carries its status explicitly: kmock's Response rendering stores the status of
     a Response payload on the (shared) reaction, so an implicit 200 after a 201 would answer 201."""
     return payload if isinstance(payload, kmock.Response) else kmock.Response(status=status, payload=payload)
+
+
+def _admit(resource: Any, body: dict[str, Any]) -> None:
+    """Refuse a ModelDeployment whose spec the API server's schema and CEL rules would refuse, naming the
+    field as it would: the CRD is generated from the same models, so validating through them is the
+    emulator's stand-in for OpenAPI and CEL validation."""
+    if resource is None or resource.group != GROUP or resource.plural != PLURAL:
+        return
+    try:
+        ModelDeploymentSpec.model_validate(body.get("spec") or {})
+    except ValidationError as exc:
+        name = (body.get("metadata") or {}).get("name", "")
+        problems = describe_errors(exc, prefix="spec")
+        raise _Abort(422, "Invalid", f'{KIND}.{GROUP} "{name}" is invalid: {problems}') from exc
 
 
 class _Abort(Exception):
@@ -572,6 +594,7 @@ class SandboxEmulator(kmock.KubernetesEmulator):
             else:
                 new.pop("status", None)
         if _spec_part(new) != _spec_part(old):
+            _admit(request.resource, new)
             meta["generation"] = int(old_meta.get("generation") or 1) + 1
         meta["resourceVersion"] = old_meta["resourceVersion"]
         meta["managedFields"] = old_meta.get("managedFields") or []
@@ -656,6 +679,7 @@ class SandboxEmulator(kmock.KubernetesEmulator):
             if resource.group in _BUILTIN_GROUPS:  # a Go struct, not a pointer: always serialized
                 body["status"] = {"loadBalancer": {}} if resource == SERVICES else {}
         _default(resource, body)
+        _admit(resource, body)
         self._record_fields(
             None, body, manager=self._manager(request), operation=operation, subresource=None, applied=applied
         )
