@@ -155,7 +155,7 @@ class Cluster:
 
     def __init__(self, api: client.ApiClient, *, instance: str | None = None) -> None:
         if type(api.rest_client) is rest.RESTClientObject:
-            api.rest_client.__class__ = _Utf8Apply  # same connection pool, one method different
+            api.rest_client = _Utf8Apply(api.configuration)
         self.custom = client.CustomObjectsApi(api)
         self.apps = client.AppsV1Api(api)
         self.core = client.CoreV1Api(api)
