@@ -18,10 +18,10 @@ import pytest
 from canaria.kube.cluster import Cluster
 from canaria.kube.reconciler import Reconciler, Settings
 from canaria.kube.workloads import VERSION_LABEL
+from canaria.sandbox.controlplane import ControlPlane
 from canaria.sandbox.kubelet import Kubelet
 from canaria.sandbox.processes import OperatorProcess
 
-from .controlplane import ControlPlane
 from .harness import ModelDeployments, model_deployment
 
 SEED = 1414
@@ -175,7 +175,7 @@ class Killed(BaseException):
 
 
 def test_an_event_lost_between_the_status_write_and_its_post_is_posted_by_the_next_reconcile(
-    mds: ModelDeployments, control_plane: ControlPlane, kubelet: TestKubelet
+    mds: ModelDeployments, control_plane: ControlPlane, kubelet: Kubelet
 ) -> None:
     """The narrow window random kills rarely hit, hit on purpose: the status (with its new history
     entry) is written, then the operator dies before posting the Event."""
