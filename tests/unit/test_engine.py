@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from canaria.core.api import Metric, ModelDeploymentStatus, Phase, Verdict
-from canaria.core.commands import Command
+from canaria.core.commands import COMMAND_ANNOTATION, parse_command
 from canaria.core.engine import (
     ApplyService,
     ApplyWorkload,
@@ -1410,9 +1410,15 @@ def test_template_hash_tracks_what_a_deployment_is_built_from() -> None:
     assert base == template_hash(world2.spec, "v1", "s3://a")
 
 
-def test_stale_command_shape_is_still_a_command() -> None:
-    command = Command(action="pause", id="x")
-    assert command.full is False and command.user is None
+def test_a_command_in_its_oldest_shape_is_still_carried_out() -> None:
+    """`kubectl annotate ... canaria.dev/command='{"action":"pause","id":"x"}'`: no user, reason, time."""
+    command = parse_command({COMMAND_ANNOTATION: '{"action": "pause", "id": "x"}'})
+    assert command is not None
+    world = rolled_out_to(healthy_world(), "v2", step=0)
+    world.command = command
+    world.tick(1)
+    assert world.phase == "Paused" and world.status.last_command.result == "paused"
+    assert world.status.history[-1].user is None
 
 
 def test_analysis_run_verdict_ignores_dry_run_and_prefers_failure() -> None:
