@@ -189,7 +189,7 @@ def test_format_duration(seconds: float, text: str) -> None:
 
 
 def test_a_metric_needs_min_or_max() -> None:
-    assert_rejected(with_metrics(metric(max=None)), "rollout.analysis.metrics.0", "set min, max or both")
+    assert_rejected(with_metrics(metric(max=None)), "rollout.analysis.metrics.0", "set min, max, compare or")
 
 
 def test_min_must_not_exceed_max() -> None:
@@ -248,6 +248,7 @@ def test_every_documented_variable_is_allowed() -> None:
         "stableVersion",
         "canaryWeight",
         "interval",
+        "role",
     }
 
 

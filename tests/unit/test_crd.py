@@ -303,7 +303,12 @@ def test_patterns_and_bounds_reach_the_schema() -> None:
 def test_there_are_cel_rules_for_the_cross_field_checks() -> None:
     messages = {rule["message"] for _, rule in all_rules()}
     assert {
-        "set min, max or both",
+        "set min, max, compare or proportionTest",
+        "set min, max, minDelta or maxDelta",
+        "minDelta must not exceed maxDelta",
+        "set maxRatio, maxDelta or both",
+        "a metric compares values (compare) or rates (proportionTest), not both",
+        "a metric compares against the baseline: set baseline.enabled",
         "min must not exceed max",
         "a step waits for a pause duration or for a manual promote, not both",
         "step weights must be strictly increasing",
@@ -328,8 +333,24 @@ def test_every_cel_rule_compiles(rule: str) -> None:
 
 RULE_CASES = [
     # (rule message prefix, self value, expected)
-    ("set min, max or both", {"metric": "auc", "min": 0.9}, True),
-    ("set min, max or both", {"metric": "auc"}, False),
+    ("set min, max, minDelta", {"metric": "auc", "min": 0.9}, True),
+    ("set min, max, minDelta", {"metric": "auc", "minDelta": 0.0}, True),
+    ("set min, max, minDelta", {"metric": "auc"}, False),
+    (
+        "set min, max, compare",
+        {"name": "m", "query": "q", "compare": {"against": "stable", "maxRatio": 1.1}},
+        True,
+    ),
+    ("set min, max, compare", {"name": "m", "query": "q"}, False),
+    ("set maxRatio", {"against": "stable", "maxDelta": 1}, True),
+    ("set maxRatio", {"against": "stable"}, False),
+    ("a metric compares against the baseline", {"analysis": {"metrics": [{"proportionTest": {}}]}}, False),
+    (
+        "a metric compares against the baseline",
+        {"analysis": {"metrics": [{"proportionTest": {}}]}, "baseline": {"enabled": True}},
+        True,
+    ),
+    ("a metric compares against the baseline", {"analysis": {"metrics": [{"name": "m"}]}}, True),
     ("min must not exceed max", {"name": "m", "query": "q", "min": 0.1, "max": 0.2}, True),
     ("min must not exceed max", {"name": "m", "query": "q", "min": 0.3, "max": 0.2}, False),
     ("min must not exceed max", {"name": "m", "query": "q", "max": 0.2}, True),
@@ -417,7 +438,7 @@ def test_a_good_resource_validates() -> None:
         (
             {"rollout": {"analysis": {"metrics": [{"name": "e", "query": "x"}]}}},
             "spec.rollout.analysis.metrics[0]",
-            "set min, max or both",
+            "set min, max, compare or proportionTest",
         ),
         ({"gates": [{"metric": "auc", "min": 2, "max": 1}]}, "spec.gates[0]", "min must not exceed max"),
     ],

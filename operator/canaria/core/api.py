@@ -57,13 +57,15 @@ def cel_regex(pattern: str) -> str:
 # The API server names the offending placeholder itself: with every documented variable removed (CEL has
 # no regular-expression replace, and a `filter` over all placeholders costs more than the CRD budget), the
 # first "{{..." left is the culprit.
-UNKNOWN_VARIABLE_MESSAGE = (
-    "'query uses a template variable that is not one of "
-    + ", ".join(TEMPLATE_VARIABLES)
-    + ": ' + self.query"
-    + "".join(f".replace('{{{{{v}}}}}', '').replace('{{{{ {v} }}}}', '')" for v in TEMPLATE_VARIABLES)
-    + f".find({cel_regex(r'[{][{][^{}]{0,40}([}][}])?')})"
-)
+def unknown_variable_message(field: str) -> str:
+    """The messageExpression of a query field's template rule."""
+    return (
+        f"'{field} uses a template variable that is not one of "
+        + ", ".join(TEMPLATE_VARIABLES)
+        + f": ' + self.{field}"
+        + "".join(f".replace('{{{{{v}}}}}', '').replace('{{{{ {v} }}}}', '')" for v in TEMPLATE_VARIABLES)
+        + f".find({cel_regex(r'[{][{][^{}]{0,40}([}][}])?')})"
+    )
 
 
 def clip(text: str, limit: int = CLIP) -> str:
@@ -320,20 +322,86 @@ class Step(CamelModel):
         return parse_duration(self.pause) if self.pause else 0.0
 
 
+def _query_rule(field: str) -> dict[str, str]:
+    """The CEL twin of check_template for one query field."""
+    return {
+        **cel(
+            f"self.{field}.matches({cel_regex(QUERY_TEMPLATE_RE)})",
+            f"{field} uses a template variable that is not one of: " + ", ".join(TEMPLATE_VARIABLES),
+            f".{field}",
+        ),
+        "messageExpression": unknown_variable_message(field),
+    }
+
+
+class Comparison(CamelModel):
+    """The canary's value against the stable version's or the baseline's, from the same query over the same
+    window (rendered with the other's {{version}} and {{role}})."""
+
+    model_config = ConfigDict(
+        json_schema_extra=validations(
+            cel("has(self.maxRatio) || has(self.maxDelta)", "set maxRatio, maxDelta or both")
+        )
+    )
+
+    against: Literal["baseline", "stable"] = Field(
+        description="baseline (needs rollout.baseline.enabled) or stable (the version serving)."
+    )
+    max_ratio: float | None = Field(None, gt=0, description="Highest acceptable canary / other, e.g. 1.1.")
+    max_delta: float | None = Field(None, description="Highest acceptable canary - other.")
+
+    @model_validator(mode="after")
+    def _bound(self) -> Comparison:
+        if self.max_ratio is None and self.max_delta is None:
+            raise ValueError("set maxRatio, maxDelta or both")
+        return self
+
+
+class ProportionTest(CamelModel):
+    """A rate of bad events (the metric's query counts them) compared by a one-sided two-proportion z-test:
+    the run fails when the canary's rate is higher than the other's at the given confidence; below
+    minSamples trials on either side it is Inconclusive, never Pass."""
+
+    model_config = ConfigDict(json_schema_extra=validations(_query_rule("total")))
+
+    against: Literal["baseline", "stable"] = Field(
+        "baseline", description="baseline (needs rollout.baseline.enabled) or stable (the version serving)."
+    )
+    total: str = Field(
+        min_length=1,
+        max_length=4096,
+        description="PromQL template counting all trials (e.g. requests) over the window; the metric's "
+        "query counts the bad ones (e.g. 5xx) over the same window.",
+    )
+    confidence: float = Field(
+        0.95, ge=0.5, lt=1, description="Confidence that the canary is worse, e.g. 0.95."
+    )
+    min_samples: int = Field(
+        1000, ge=1, description="Trials needed on each side before the test may pass or fail."
+    )
+
+    @field_validator("total")
+    @classmethod
+    def _known_variables(cls, query: str) -> str:
+        check_template(query)
+        return query
+
+
 class Metric(Threshold):
     """A Prometheus health query checked at every analysis interval."""
 
     model_config = ConfigDict(
         json_schema_extra=validations(
-            *THRESHOLD_RULES,
-            {
-                **cel(
-                    f"self.query.matches({cel_regex(QUERY_TEMPLATE_RE)})",
-                    "query uses a template variable that is not one of: " + ", ".join(TEMPLATE_VARIABLES),
-                    ".query",
-                ),
-                "messageExpression": UNKNOWN_VARIABLE_MESSAGE,
-            },
+            cel(
+                "has(self.min) || has(self.max) || has(self.compare) || has(self.proportionTest)",
+                "set min, max, compare or proportionTest",
+            ),
+            THRESHOLD_RULES[1],
+            cel(
+                "!has(self.compare) || !has(self.proportionTest)",
+                "a metric compares values (compare) or rates (proportionTest), not both",
+            ),
+            _query_rule("query"),
         )
     )
 
@@ -342,18 +410,41 @@ class Metric(Threshold):
         min_length=1,
         max_length=4096,
         description="PromQL template; may use {{name}}, {{namespace}}, {{service}}, {{version}}, "
-        "{{stableVersion}}, {{canaryWeight}}, {{interval}}.",
+        "{{stableVersion}}, {{canaryWeight}}, {{interval}}, {{role}} (baseline when rendered for the "
+        "baseline, else empty).",
     )
     aggregate: Literal["sum", "avg", "min", "max"] | None = Field(
         None, description="How to reduce several series to one value; without it several series are an error."
     )
     dry_run: bool | None = Field(None, description="Record the result but never gate on it.")
+    compare: Comparison | None = Field(
+        None, description="Also compare the canary's value with the stable version's or the baseline's."
+    )
+    proportion_test: ProportionTest | None = Field(
+        None, description="The query counts bad events: test the canary's rate against the other's."
+    )
 
     @field_validator("query")
     @classmethod
     def _known_variables(cls, query: str) -> str:
         check_template(query)
         return query
+
+    @model_validator(mode="after")
+    def _bounds(self) -> Metric:
+        if self.compare is None and self.proportion_test is None and self.min is None and self.max is None:
+            raise ValueError("set min, max, compare or proportionTest")
+        if self.compare is not None and self.proportion_test is not None:
+            raise ValueError("a metric compares values (compare) or rates (proportionTest), not both")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"min ({self.min}) must not exceed max ({self.max})")
+        return self
+
+    @property
+    def against(self) -> Literal["baseline", "stable"] | None:
+        """Whose value this metric is compared with, if any."""
+        other = self.compare or self.proportion_test
+        return other.against if other is not None else None
 
 
 class Analysis(CamelModel):
@@ -440,12 +531,32 @@ class KeepPrevious(CamelModel):
         return parse_duration(self.for_)
 
 
+class Baseline(CamelModel):
+    """A fresh Deployment of the stable version beside the canary, sized like it, so that comparisons are
+    like for like (no warm-cache or long-uptime bias); it exists only while a canary runs."""
+
+    enabled: bool = Field(False, description="Run a baseline beside every canary.")
+
+
 def _default_steps() -> list[Step]:
     return [Step(weight=100)]
 
 
 class Rollout(CamelModel):
     """How a new version earns its traffic."""
+
+    model_config = ConfigDict(
+        json_schema_extra=validations(
+            cel(
+                "(has(self.baseline) && has(self.baseline.enabled) && self.baseline.enabled) "
+                "|| !has(self.analysis) || !has(self.analysis.metrics) || !self.analysis.metrics.exists(m, "
+                "(has(m.compare) && m.compare.against == 'baseline') || (has(m.proportionTest) && "
+                "(!has(m.proportionTest.against) || m.proportionTest.against == 'baseline')))",
+                "a metric compares against the baseline: set baseline.enabled",
+                ".baseline",
+            )
+        )
+    )
 
     steps: list[Step] = Field(
         default_factory=_default_steps,
@@ -479,6 +590,9 @@ class Rollout(CamelModel):
         description="Keep the previous version ready, with no traffic, for a window after each promotion "
         "(during a bake it is kept ready at spec.replicas unless this says otherwise).",
     )
+    baseline: Baseline | None = Field(
+        None, description="A baseline Deployment of the stable version beside the canary, for comparisons."
+    )
 
     @field_validator("steps")
     @classmethod
@@ -488,6 +602,19 @@ class Rollout(CamelModel):
             if after <= before:
                 raise ValueError(f"step weights must be strictly increasing, got {weights}")
         return steps
+
+    @model_validator(mode="after")
+    def _baseline_for_comparisons(self) -> Rollout:
+        wanting = [m.name for m in self.analysis.metrics if m.against == "baseline"]
+        if wanting and not self.baseline_enabled:
+            raise ValueError(
+                f"metric(s) {', '.join(wanting)} compare against the baseline: set baseline.enabled"
+            )
+        return self
+
+    @property
+    def baseline_enabled(self) -> bool:
+        return self.baseline is not None and self.baseline.enabled
 
     @property
     def bake_seconds(self) -> float:
@@ -684,12 +811,22 @@ class MetricResult(CamelModel):
     query: str | None = Field(None, description="The rendered query that ran.")
     dry_run: bool | None = Field(None, description="Recorded, not gating.")
     at: datetime | None = Field(None, description="When it ran.")
+    against: str | None = Field(None, description="Compared with: baseline or stable.")
+    against_value: float | None = Field(None, description="The other's value from the same query and window.")
+    ratio: float | None = Field(None, description="value / againstValue.")
+    p_value: float | None = Field(None, description="Proportion test: chance of a gap this large if equal.")
+    samples: float | None = Field(None, description="Proportion test: the canary's trials in the window.")
+    against_samples: float | None = Field(None, description="Proportion test: the other's trials.")
 
     def describe(self) -> str:
         bound = describe_bounds(self.min, self.max)  # not via a Threshold: this runs at every decision
         shown = f"{self.value:.6g}" if self.value is not None else "no value"
+        if self.against is not None:
+            other = f"{self.against_value:.6g}" if self.against_value is not None else "no value"
+            shown += f" vs {self.against} {other}"
+        bound = f" [{bound}]" if bound else ""
         extra = f" ({self.reason})" if self.reason else ""
-        return f"{self.name}={shown} [{bound}] {self.verdict}{extra}"  # a StrEnum formats as its value
+        return f"{self.name}={shown}{bound} {self.verdict}{extra}"  # a StrEnum formats as its value
 
 
 class AnalysisStatus(CamelModel):

@@ -39,6 +39,7 @@ from canaria.core.api import (
     Condition,
     ConditionType,
     HistoryEntry,
+    Metric,
     MetricResult,
     ModelDeploymentSpec,
     ModelDeploymentStatus,
@@ -115,7 +116,7 @@ def analysis_due(
     """Whether the shell should query Prometheus before deciding: a version is under analysis, it is
     ready (an unready canary has no traffic to judge), and an interval has passed since the last run."""
     version = analysed_version(status)
-    if version is None or status.phase not in IN_ROLLOUT or not spec.rollout.analysis.metrics:
+    if version is None or status.phase not in IN_ROLLOUT or not analysis_metrics(spec, status):
         return False
     workload = observations.workloads.get(version)
     if workload is None or not workload.ready():
@@ -137,7 +138,16 @@ def analysis_variables(
         "stableVersion": stable.version if stable else "",
         "canaryWeight": status.canary.weight if status.canary else 100,
         "interval": spec.rollout.analysis.interval,
+        "role": "",  # only a baseline's pods carry a role (see comparison_variables)
     }
+
+
+def analysis_metrics(spec: ModelDeploymentSpec, status: ModelDeploymentStatus) -> list[Metric]:
+    """The metrics to run now: comparisons need a canary beside the stable version (not during a bake)."""
+    metrics = spec.rollout.analysis.metrics
+    if status.canary is not None:
+        return metrics
+    return [m for m in metrics if m.against is None]
 
 
 def _results_text(results: tuple[MetricResult, ...] | list[MetricResult], *, only_bad: bool = False) -> str:
@@ -722,7 +732,7 @@ def _analysis_passed_since(run: _Run, since: datetime | None, began: datetime | 
     """A stage may end only on a passing run made after it began (strictly: the run that ended the previous
     stage judged that stage, even when the next one needs no scaling and is ready at the same instant) and
     once it was ready (`since`); no metrics means nothing to wait for."""
-    if not run.spec.rollout.analysis.metrics:
+    if not analysis_metrics(run.spec, run.status):
         return True
     counts = run.status.analysis
     last = counts.last_run_at

@@ -17,6 +17,7 @@ TEMPLATE_VARIABLES: tuple[str, ...] = (
     "stableVersion",
     "canaryWeight",
     "interval",
+    "role",
 )
 
 _PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
@@ -68,3 +69,11 @@ def render(template: str, variables: Mapping[str, object]) -> str:
         return str(variables[name])
 
     return _PLACEHOLDER.sub(substitute, template)
+
+
+def comparison_variables(variables: Mapping[str, object], against: str) -> dict[str, object]:
+    """The other side of a comparison, same facts otherwise: the stable version, in its baseline
+    Deployment (whose pods carry canaria.dev/role=baseline, so {{role}} is "baseline") or in the serving
+    Deployment ({{role}} empty, as for the canary: in PromQL, role="" matches series without the label)."""
+    role = "baseline" if against == "baseline" else ""
+    return {**variables, "version": variables["stableVersion"], "role": role}

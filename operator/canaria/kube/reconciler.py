@@ -19,7 +19,14 @@ from pydantic import ValidationError
 
 from canaria.core.actions import ApplyWorkload, Decision, EmitEvent
 from canaria.core.api import MetricResult, ModelDeployment, ModelDeploymentStatus, Verdict
-from canaria.core.engine import analysis_due, analysis_variables, decide, history_event, refused_status
+from canaria.core.engine import (
+    analysis_due,
+    analysis_metrics,
+    analysis_variables,
+    decide,
+    history_event,
+    refused_status,
+)
 from canaria.core.notifications import Policy
 from canaria.core.observations import AnalysisRun
 from canaria.core.policy import AnalysisPolicy, PolicyError
@@ -152,7 +159,7 @@ class Reconciler:
     def _analyse(self, md: ModelDeployment, now: datetime) -> AnalysisRun:
         """Run every health query; a connection problem is an inconclusive result, never an exception."""
         meta = md.metadata
-        metrics_spec = md.spec.rollout.analysis.metrics
+        metrics_spec = analysis_metrics(md.spec, md.status)
         try:
             target = prometheus_analysis.target_from_spec(
                 md.spec.prometheus,

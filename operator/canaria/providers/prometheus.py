@@ -43,8 +43,8 @@ from urllib3.util.retry import Retry
 from canaria.core.api import Metric, MetricResult, PrometheusSpec, SecretKeyRef, Verdict
 from canaria.core.durations import parse_duration
 from canaria.core.observations import AnalysisRun
-from canaria.core.templating import render
-from canaria.core.verdicts import classify, result
+from canaria.core.templating import comparison_variables, render
+from canaria.core.verdicts import NUMERIC_RESULT_TYPES, classify, compare, proportion, result
 
 #: Statuses in the 4xx range that are about load or patience, not about the query: retry at the next run.
 TRANSIENT_CLIENT_STATUSES: frozenset[int] = frozenset({408, 429})
@@ -316,22 +316,48 @@ def run_analysis(
     records the rendered query, so status shows exactly what ran.
     """
     client = _Client(target)
-    results: list[MetricResult] = []
     try:
-        for metric in metrics:
-            try:
-                query = render(metric.query, variables)
-            except ValueError as error:
-                results.append(
-                    result(metric, Verdict.ERROR, query=metric.query, at=now, reason=f"template: {error}")
-                )
-                continue
-            answer = client.query(query, now)
-            if isinstance(answer, _Failure):
-                results.append(result(metric, answer.verdict, query=query, at=now, reason=answer.reason))
-            else:
-                result_type, samples = answer
-                results.append(classify(metric, samples, query=query, at=now, result_type=result_type))
+        results = tuple(_run_metric(client, metric, variables, now) for metric in metrics)
     finally:
         client.close()
-    return AnalysisRun(at=now, results=tuple(results))
+    return AnalysisRun(at=now, results=results)
+
+
+def _run_metric(
+    client: _Client, metric: Metric, variables: Mapping[str, object], now: datetime
+) -> MetricResult:
+    """One metric: its query for the analysed version and, for a comparison, the same queries rendered for
+    the other side (stable or baseline) at the same instant; the verdict comes from the pure core."""
+    templates = [metric.query]
+    if metric.proportion_test is not None:
+        templates.append(metric.proportion_test.total)
+    sides = [("canary", variables)]
+    if metric.against is not None:
+        sides.append((metric.against, comparison_variables(variables, metric.against)))
+    answers: list[list[list[Any]]] = []
+    shown = metric.query
+    for side, values in sides:
+        answers.append([])
+        for template in templates:
+            try:
+                query = render(template, values)
+            except ValueError as error:
+                return result(metric, Verdict.ERROR, query=shown, at=now, reason=f"template: {error}")
+            if len(answers) == 1 and template is metric.query:
+                shown = query  # status shows the canary's rendered query
+            answer = client.query(query, now)
+            if isinstance(answer, _Failure):
+                reason = answer.reason if len(sides) == 1 else f"{side}: {answer.reason}"
+                return result(
+                    metric, answer.verdict, query=shown, at=now, reason=reason, against=metric.against
+                )
+            result_type, samples = answer
+            if result_type not in NUMERIC_RESULT_TYPES:  # no number to compare: say why, as classify does
+                return classify(metric, samples, query=query, at=now, result_type=result_type)
+            answers[-1].append(samples)
+    if metric.compare is not None:
+        return compare(metric, answers[0][0], answers[1][0], query=shown, at=now)
+    if metric.proportion_test is not None:
+        mine, theirs = answers
+        return proportion(metric, (mine[0], mine[1]), (theirs[0], theirs[1]), query=shown, at=now)
+    return classify(metric, answers[0][0], query=shown, at=now)
