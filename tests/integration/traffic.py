@@ -17,12 +17,13 @@ from types import TracebackType
 
 from kubernetes import client
 
-from canaria.sandbox.simulator import ModelServerSimulator
+from canaria.sandbox.simulator import ModelServerSimulator, workload_key
 
 log = logging.getLogger(__name__)
 
 MD_LABEL = "canaria.dev/model-deployment"
 VERSION_LABEL = "canaria.dev/version"
+ROLE_LABEL = "canaria.dev/role"  # "baseline" on the baseline Deployment of the stable version
 
 
 class TrafficFollower:
@@ -51,7 +52,8 @@ class TrafficFollower:
         self._thread: threading.Thread | None = None
 
     def ready_replicas(self) -> dict[str, int]:
-        """version → readyReplicas of every Deployment of the ModelDeployment the Service selects."""
+        """version (or "<version>@baseline") → readyReplicas of every Deployment of the ModelDeployment the
+        Service selects."""
         items = self.apps.list_namespaced_deployment(
             self.namespace, label_selector=f"{MD_LABEL}={self.name}", _request_timeout=5
         ).items
@@ -63,7 +65,9 @@ class TrafficFollower:
                 raise
             only = None
         return {
-            d.metadata.labels[VERSION_LABEL]: (d.status.ready_replicas or 0) if d.status else 0
+            workload_key(d.metadata.labels[VERSION_LABEL], d.metadata.labels.get(ROLE_LABEL)): (
+                (d.status.ready_replicas or 0) if d.status else 0
+            )
             for d in items
             if d.metadata.labels
             and VERSION_LABEL in d.metadata.labels

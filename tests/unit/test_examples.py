@@ -29,8 +29,8 @@ INVALID = sorted((EXAMPLES / "invalid").glob("*.yaml"))
 
 #: Metric families the simulated model server (and a real one) exports, with the labels queries may use.
 EXPORTED = {
-    "http_requests_total": {"service", "version", "code"},
-    "http_request_duration_seconds_bucket": {"service", "version", "le"},
+    "http_requests_total": {"service", "version", "code", "role"},
+    "http_request_duration_seconds_bucket": {"service", "version", "le", "role"},
     "model_feature_drift_psi": {"service", "version"},
     "model_prediction_psi": {"service", "version"},
     "model_inference_cost_total": {"service", "version"},
@@ -68,6 +68,7 @@ def test_there_are_good_and_invalid_examples() -> None:
         "02-canary-upgrade.yaml",
         "03-bad-version.yaml",
         "04-gateway-api-ready.yaml",
+        "05-beat-the-baseline.yaml",
     ]
     assert {p.stem for p in INVALID} >= {
         "uppercase-version",
@@ -114,8 +115,14 @@ def test_queries_read_exported_metrics_and_render(path: Path) -> None:
         variables = analysis_variables(
             spec, ModelDeploymentStatus(), name=doc["metadata"]["name"], namespace="ml"
         )
-        for metric in spec.rollout.analysis.metrics:
-            query = render(metric.query, variables)
+        queries = [
+            (m, q)
+            for m in spec.rollout.analysis.metrics
+            for q in (m.query, m.proportion_test and m.proportion_test.total)
+            if q
+        ]
+        for metric, template in queries:
+            query = render(template, variables)
             assert "{{" not in query
             for family, labels in re.findall(r"([a-z_]+)\{([^}]*)\}", query):
                 assert family in EXPORTED, f"{metric.name}: {family} is not exported by the model server"

@@ -43,6 +43,7 @@ from canaria.core.engine import (
     ScaleWorkload,
     analysed_version,
     analysis_due,
+    analysis_metrics,
     decide,
 )
 from canaria.core.observations import AnalysisRun, Observations, WorkloadObservation
@@ -162,6 +163,7 @@ class World:
     now: datetime = T0
     generation: int = 1
     workloads: dict[str, Workload] = field(default_factory=dict)
+    baseline: Workload | None = None  # the baseline Deployment (rollout.baseline), kept apart from versions
     service_ports: tuple[int, int] | None = None
     service_version: str | None = None  # the one version the Service selects (None: every version)
     events: list[EmitEvent] = field(default_factory=list)
@@ -231,7 +233,7 @@ class World:
     # -- observation -------------------------------------------------------------------------------
 
     def _settle(self) -> None:
-        for workload in self.workloads.values():
+        for workload in [*self.workloads.values(), *([self.baseline] if self.baseline else [])]:
             delay = self.readiness.get(workload.version, 0.0)
             if (self.now - workload.changed_at).total_seconds() >= delay:
                 workload.ready_replicas = workload.replicas
@@ -242,6 +244,7 @@ class World:
         return Observations(
             generation=self.generation,
             workloads={v: w.observe() for v, w in self.workloads.items()},
+            baseline=self.baseline.observe() if self.baseline else None,
             service_ports=self.service_ports,
             service_version=self.service_version,
             analysis=None,
@@ -267,7 +270,7 @@ class World:
     def run_analysis(self, version: str, value_fn: ValueFn | None = None) -> AnalysisRun:
         """What the analysis runner would return for `version` now."""
         results = []
-        for metric in self.spec.rollout.analysis.metrics:
+        for metric in analysis_metrics(self.spec, self.status):
             reading = value_fn(version, metric) if value_fn else self.reading(version, metric)
             value, reason = None, None
             if isinstance(reading, Verdict):
@@ -336,7 +339,9 @@ class World:
 
     def apply(self, decision: Decision) -> None:
         for action in decision.actions:
-            if isinstance(action, ApplyWorkload):
+            if isinstance(action, ApplyWorkload | ScaleWorkload | DeleteWorkload) and action.baseline:
+                self._apply_baseline(action)
+            elif isinstance(action, ApplyWorkload):
                 old = self.workloads.get(action.version)
                 workload = Workload(
                     action.version, action.uri, action.replicas, action.template_hash, changed_at=self.now
@@ -371,6 +376,21 @@ class World:
             status = ModelDeploymentStatus.model_validate(status.dump())
         self.status = status
         self.decisions.append(decision)
+
+    def _apply_baseline(self, action: ApplyWorkload | ScaleWorkload | DeleteWorkload) -> None:
+        """The baseline starts its pods like any Deployment; the shell copies the stable's template."""
+        old = self.baseline
+        if isinstance(action, DeleteWorkload):
+            self.baseline = None
+            return
+        digest = action.template_hash if isinstance(action, ApplyWorkload) else old.template_hash
+        self.baseline = Workload(
+            action.version, old.uri if old else "", action.replicas, digest, changed_at=self.now
+        )
+        if old is not None and old.template_hash == digest:
+            self.baseline.ready_replicas = min(old.ready_replicas, action.replicas)
+            if action.replicas <= old.replicas:
+                self.baseline.changed_at = old.changed_at  # scaling down starts nothing new
 
     def run(self, seconds: float, step: float = 10.0, **tick_kwargs: Any) -> list[Decision]:
         """Tick every `step` seconds for `seconds`."""

@@ -33,6 +33,7 @@ class ApplyWorkload:
     uri: str
     replicas: int
     template_hash: str
+    baseline: bool = False  # the baseline: a fresh copy of the stable version's Deployment, see Baseline
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,7 @@ class ScaleWorkload:
 
     version: str
     replicas: int
+    baseline: bool = False
 
 
 @dataclass(frozen=True)
@@ -50,6 +52,7 @@ class DeleteWorkload:
     """Remove the Deployment of a version that has no role any more."""
 
     version: str
+    baseline: bool = False
 
 
 @dataclass(frozen=True)

@@ -347,7 +347,7 @@ class Comparison(CamelModel):
     against: Literal["baseline", "stable"] = Field(
         description="baseline (needs rollout.baseline.enabled) or stable (the version serving)."
     )
-    max_ratio: float | None = Field(None, gt=0, description="Highest acceptable canary / other, e.g. 1.1.")
+    max_ratio: float | None = Field(None, ge=0, description="Highest acceptable canary / other, e.g. 1.1.")
     max_delta: float | None = Field(None, description="Highest acceptable canary - other.")
 
     @model_validator(mode="after")
@@ -374,7 +374,7 @@ class ProportionTest(CamelModel):
         "query counts the bad ones (e.g. 5xx) over the same window.",
     )
     confidence: float = Field(
-        0.95, ge=0.5, lt=1, description="Confidence that the canary is worse, e.g. 0.95."
+        0.95, ge=0.5, le=0.9999, description="Confidence that the canary is worse, e.g. 0.95."
     )
     min_samples: int = Field(
         1000, ge=1, description="Trials needed on each side before the test may pass or fail."

@@ -121,6 +121,9 @@ def analysis_due(
     workload = observations.workloads.get(version)
     if workload is None or not workload.ready():
         return False
+    baseline = observations.baseline
+    if desired_baseline(spec, status) is not None and (baseline is None or not baseline.ready()):
+        return False  # the comparison's other side is not serving yet
     last = status.analysis.last_run_at
     return last is None or (now - last).total_seconds() >= spec.rollout.analysis.interval_seconds
 
@@ -752,9 +755,16 @@ def _next_analysis_in(run: _Run) -> float:
 
 
 def _canary_ready(run: _Run, canary: CanaryStatus) -> bool:
+    """The canary, and its baseline when there is one, run at this step's size: a step is judged (and its
+    pause counted) only when both sides of the comparison serve, and the progress deadline covers both."""
     want = split_replicas(run.spec.replicas, canary.weight)[0]
     workload = run.obs.workloads.get(canary.version)
-    return workload is not None and workload.ready() and workload.replicas == want
+    if workload is None or not workload.ready() or workload.replicas != want:
+        return False
+    baseline = run.obs.baseline
+    return desired_baseline(run.spec, run.status) is None or (
+        baseline is not None and baseline.ready() and baseline.replicas == want
+    )
 
 
 def _progress_canary(run: _Run) -> None:
@@ -1099,6 +1109,10 @@ def desired_workloads(
             # keep the previous step's serving capacity until the canary has taken its new share
             previous = spec.rollout.steps[canary.step - 1].weight if canary.step > 0 else 0
             rest = split_replicas(spec.replicas, previous)[1]
+        baseline = obs.baseline
+        if spec.rollout.baseline_enabled and baseline is not None and baseline.version == stable.version:
+            # the baseline serves the stable version: its ready pods take from the stable's share
+            rest = max(rest - min(baseline.ready_replicas, want), 0)
         desired = {stable.version: (stable.uri, rest), canary.version: (canary.uri, want)}
     lkg, warm = status.last_known_good, status.warm
     if warm is not None and warm.version not in desired:
@@ -1146,6 +1160,15 @@ def service_version(
     return None if others - {rejected} else stable.version
 
 
+def desired_baseline(spec: ModelDeploymentSpec, status: ModelDeploymentStatus) -> tuple[str, str, int] | None:
+    """(version, uri, replicas) of the baseline Deployment: the stable version, sized like the canary,
+    while a canary runs with rollout.baseline enabled; None otherwise."""
+    canary, stable = status.canary, status.stable
+    if canary is None or stable is None or not spec.rollout.baseline_enabled:
+        return None
+    return stable.version, stable.uri, split_replicas(spec.replicas, canary.weight)[0]
+
+
 def _serves_fully(obs: Observations, version: str, replicas: int) -> bool:
     workload = obs.workloads.get(version)
     return workload is not None and workload.replicas == replicas and workload.ready()
@@ -1187,6 +1210,30 @@ def _reconcile_workloads(run: _Run) -> None:
         run.actions.append(ApplyService(*ports, version=pin))
     run.actions.extend(changes)
     run.actions.extend(DeleteWorkload(version) for version in leaving)
+    _reconcile_baseline(run, serving)
+
+
+def _reconcile_baseline(run: _Run, stable_serving: bool) -> None:
+    """Create, resize or remove the baseline. It copies the stable version's running Deployment (the
+    shell reads its template; the hash is the stable's), and outlives the canary only until the stable
+    serves at full size again, like any version leaving."""
+    want, seen = desired_baseline(run.spec, run.status), run.obs.baseline
+    if seen is not None and (want is None or seen.version != want[0]):
+        if stable_serving or seen.ready_replicas == 0 or want is not None:
+            run.actions.append(DeleteWorkload(seen.version, baseline=True))
+        else:
+            run.requeue.append(WAIT_FOR_READY)
+        return
+    if want is None:
+        return
+    version, uri, replicas = want
+    stable = run.obs.workloads.get(version)
+    if stable is None or stable.template_hash is None:
+        run.requeue.append(WAIT_FOR_READY)  # nothing to copy yet
+    elif seen is None or seen.template_hash != stable.template_hash:
+        run.actions.append(ApplyWorkload(version, uri, replicas, stable.template_hash, baseline=True))
+    elif seen.replicas != replicas:
+        run.actions.append(ScaleWorkload(version, replicas, baseline=True))
 
 
 # --------------------------------------------------------------------------------------- conditions

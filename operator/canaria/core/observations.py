@@ -56,6 +56,7 @@ class Observations:
 
     generation: int = 1
     workloads: dict[str, WorkloadObservation] = field(default_factory=dict)
+    baseline: WorkloadObservation | None = None  # the baseline Deployment (of the stable version), if any
     service_ports: tuple[int, int] | None = None  # (port, targetPort) of the model's Service, if it exists
     service_version: str | None = None  # the one version the Service selects; None: every version
     analysis: AnalysisRun | None = None

@@ -29,10 +29,13 @@ from canaria.core.observations import Observations, WorkloadObservation
 from canaria.core.policy import CREDENTIALS_LABEL, PolicyError
 from canaria.kube import telemetry
 from canaria.kube.workloads import (
+    BASELINE_ROLE,
     FIELD_MANAGER,
     MD_LABEL,
+    ROLE_LABEL,
     TEMPLATE_HASH_ANNOTATION,
     VERSION_LABEL,
+    baseline_manifest,
     deployment_manifest,
     deployment_name,
     service_manifest,
@@ -188,16 +191,21 @@ class Cluster:
             namespace,
             label_selector=f"{MD_LABEL}={name}",
         )
-        workloads = {}
+        workloads, baseline = {}, None
         for deployment in deployments.items:
             owners = deployment.metadata.owner_references or []
-            if any(o.uid == uid for o in owners) and VERSION_LABEL in (deployment.metadata.labels or {}):
+            labels = deployment.metadata.labels or {}
+            if any(o.uid == uid for o in owners) and VERSION_LABEL in labels:
                 observed = _workload(deployment)
-                workloads[observed.version] = observed
+                if labels.get(ROLE_LABEL) == BASELINE_ROLE:
+                    baseline = observed
+                else:
+                    workloads[observed.version] = observed
         service_ports, service_version = self._service(namespace, name, uid)
         return Observations(
             generation=meta.get("generation") or 1,
             workloads=workloads,
+            baseline=baseline,
             service_ports=service_ports,
             service_version=service_version,
             command=command,
@@ -265,7 +273,7 @@ class Cluster:
         them changes anything: a pod template the apps API refuses is `Refused` with its message while
         the serving version is still untouched."""
         for action in actions:
-            if isinstance(action, ApplyWorkload):
+            if isinstance(action, ApplyWorkload) and not action.baseline:  # a baseline copies an applied one
                 self._apply_workload(md, action, dry_run=True)
             elif isinstance(action, ApplyService):
                 self._apply_service(md, action, dry_run=True)
@@ -275,13 +283,15 @@ class Cluster:
         meta = md.metadata
         name, namespace = meta["name"], meta["namespace"]
         for action in actions:
-            if isinstance(action, ApplyWorkload):
+            if isinstance(action, ApplyWorkload) and action.baseline:
+                self._apply_baseline(namespace, name, action)
+            elif isinstance(action, ApplyWorkload):
                 self._apply_workload(md, action, dry_run=False)
             elif isinstance(action, ScaleWorkload):
                 call(
                     f"patch deployments.apps {namespace}/{deployment_name(name, action.version)}",
                     self.apps.patch_namespaced_deployment,
-                    deployment_name(name, action.version),
+                    deployment_name(name, action.version, baseline=action.baseline),
                     namespace,
                     {"spec": {"replicas": action.replicas}},
                     field_manager=FIELD_MANAGER,
@@ -292,7 +302,7 @@ class Cluster:
                     call(
                         f"delete deployments.apps {namespace}/{deployment_name(name, action.version)}",
                         self.apps.delete_namespaced_deployment,
-                        deployment_name(name, action.version),
+                        deployment_name(name, action.version, baseline=action.baseline),
                         namespace,
                         propagation_policy="Background",
                     )
@@ -353,6 +363,33 @@ class Cluster:
             force=True,
             _content_type=APPLY,
             **extra,
+        )
+
+    def _apply_baseline(self, namespace: str, name: str, action: ApplyWorkload) -> None:
+        """Copy the stable version's Deployment as it runs into the baseline (list, not get: the operator's
+        RBAC lists Deployments already); with no stable Deployment to copy, the next reconcile retries."""
+        found = call(
+            f"list deployments.apps in {namespace}",
+            self.apps.list_namespaced_deployment,
+            namespace,
+            label_selector=f"{MD_LABEL}={name},{VERSION_LABEL}={action.version},!{ROLE_LABEL}",
+        ).items
+        if not found:
+            log.info(
+                "%s/%s: no Deployment of %s to copy into the baseline yet", namespace, name, action.version
+            )
+            return
+        stable = self.apps.api_client.sanitize_for_serialization(found[0])
+        manifest = baseline_manifest(stable, replicas=action.replicas)
+        call(
+            f"apply deployments.apps in {namespace}",
+            self.apps.patch_namespaced_deployment,
+            manifest["metadata"]["name"],
+            namespace,
+            manifest,
+            field_manager=FIELD_MANAGER,
+            force=True,
+            _content_type=APPLY,
         )
 
     def write_status(self, body: dict[str, Any], status: dict[str, Any]) -> dict[str, Any]:

@@ -20,11 +20,13 @@ VERSION_LABEL = f"{GROUP}/version"
 TEMPLATE_HASH_ANNOTATION = f"{GROUP}/template-hash"
 URI_ANNOTATION = f"{GROUP}/model-uri"
 LINEAGE_ANNOTATION = f"{GROUP}/lineage"
+ROLE_LABEL = f"{GROUP}/role"
+BASELINE_ROLE = "baseline"
 FIELD_MANAGER = "canaria"
 
 
-def deployment_name(md_name: str, version: str) -> str:
-    return f"{md_name}-{version}"
+def deployment_name(md_name: str, version: str, *, baseline: bool = False) -> str:
+    return f"{md_name}-{version}-{BASELINE_ROLE}" if baseline else f"{md_name}-{version}"
 
 
 def owner_reference(md_name: str, md_uid: str) -> dict[str, Any]:
@@ -88,6 +90,40 @@ def deployment_manifest(
             "replicas": replicas,
             "selector": {"matchLabels": selector},
             "progressDeadlineSeconds": max(int(spec.rollout.progress_deadline_seconds), 1),
+            "template": template,
+        },
+    }
+
+
+def baseline_manifest(stable: dict[str, Any], *, replicas: int) -> dict[str, Any]:
+    """The baseline: a fresh Deployment of the stable version, built from the stable Deployment as it runs
+    (its pod template may predate the spec's, which belongs to the canary). Its pods carry
+    canaria.dev/role=baseline (and MODEL_ROLE=baseline) so that metrics tell them from the stable's; they
+    keep the model-deployment label, so the Service routes to them like to any version."""
+    meta, spec = stable["metadata"], stable["spec"]
+    version = meta["labels"][VERSION_LABEL]
+    selector = {**spec["selector"]["matchLabels"], ROLE_LABEL: BASELINE_ROLE}
+    labels = {**meta["labels"], ROLE_LABEL: BASELINE_ROLE}
+    template = copy.deepcopy(spec["template"])
+    pod_meta = template.setdefault("metadata", {})
+    pod_meta["labels"] = {**(pod_meta.get("labels") or {}), ROLE_LABEL: BASELINE_ROLE}
+    pod = template["spec"]
+    pod["containers"] = [_with_model_env(c, {"MODEL_ROLE": BASELINE_ROLE}) for c in pod["containers"]]
+    kept = (TEMPLATE_HASH_ANNOTATION, URI_ANNOTATION, LINEAGE_ANNOTATION)
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {
+            "name": deployment_name(labels[MD_LABEL], version, baseline=True),
+            "namespace": meta["namespace"],
+            "labels": labels,
+            "annotations": {k: v for k, v in (meta.get("annotations") or {}).items() if k in kept},
+            "ownerReferences": meta["ownerReferences"],
+        },
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": selector},
+            "progressDeadlineSeconds": spec.get("progressDeadlineSeconds"),
             "template": template,
         },
     }

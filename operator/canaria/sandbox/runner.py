@@ -35,7 +35,7 @@ from rich.text import Text
 
 from canaria import GROUP, PLURAL
 from canaria.kube.crd import custom_resource_definition
-from canaria.kube.workloads import MD_LABEL, VERSION_LABEL
+from canaria.kube.workloads import MD_LABEL, ROLE_LABEL, VERSION_LABEL
 from canaria.sandbox.clusters import (
     ENVTEST_CACHE,
     NoControlPlane,
@@ -52,7 +52,7 @@ from canaria.sandbox.localprom import (
     find_prometheus,
 )
 from canaria.sandbox.processes import OperatorProcess
-from canaria.sandbox.simulator import ModelServerSimulator
+from canaria.sandbox.simulator import ModelServerSimulator, workload_key
 from canaria.sandbox.story import (
     RATE_WINDOW,
     Script,
@@ -131,6 +131,7 @@ class Traffic:
         service, version = labels.get(MD_LABEL), labels.get(VERSION_LABEL)
         if not service or not version:
             return
+        version = workload_key(version, labels.get(ROLE_LABEL))  # a baseline is its own workload
         with self._lock:
             versions = self.ready.setdefault(service, {})
             if kind == "DELETED":

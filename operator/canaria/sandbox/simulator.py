@@ -10,6 +10,9 @@ produces the same families, with the same labels, that the analysis queries in t
 - ``model_predictions_total{service,version}`` and ``model_inference_cost_total{service,version}`` —
   counters whose rate ratio is the version's cost per prediction.
 
+Every series also carries ``role``: empty (no label, to Prometheus) for a version's own pods, "baseline" for
+the pods of its baseline Deployment, which the simulator keys as ``"<version>@baseline"`` (`workload_key`).
+
 Nothing is random. Request counts and error counts carry their fractional remainders from one tick to the
 next, so over any window the share of 500s equals the configured error rate to within one request, and
 latencies follow an exponential distribution sampled along a low-discrepancy sequence, so
@@ -118,7 +121,7 @@ class ModelServerSimulator:
         self._last_tick: float | None = None
         self.port: int | None = None
 
-        labels = ("service", "version")
+        labels = ("service", "version", "role")
         self.requests = Counter(
             "http_requests", "HTTP requests served.", (*labels, "code"), registry=self.registry
         )
@@ -256,9 +259,9 @@ class ModelServerSimulator:
             if self._weights is not None:
                 self._weights.pop(version, None)
             for metric in (self.duration, self.feature_psi, self.prediction_psi, self.predictions, self.cost):
-                _remove(metric, self.service, version)
+                _remove(metric, *_labels(self.service, version))
             for code in ("200", "500"):
-                _remove(self.requests, self.service, version, code)
+                _remove(self.requests, *_labels(self.service, version), code)
 
     def set_traffic(self, shares: Mapping[str, float]) -> None:
         """Split traffic by relative shares (normalised; zero allowed). Unknown versions are added healthy.
@@ -313,13 +316,13 @@ class ModelServerSimulator:
         state.error_carry -= errors
         ok = count - errors
         if ok:
-            self.requests.labels(self.service, version, "200").inc(ok)
-            self.predictions.labels(self.service, version).inc(ok)
-            self.cost.labels(self.service, version).inc(ok * settings.cost)
+            self.requests.labels(*_labels(self.service, version), "200").inc(ok)
+            self.predictions.labels(*_labels(self.service, version)).inc(ok)
+            self.cost.labels(*_labels(self.service, version)).inc(ok * settings.cost)
         if errors:
-            self.requests.labels(self.service, version, "500").inc(errors)
+            self.requests.labels(*_labels(self.service, version), "500").inc(errors)
         mean = settings.latency / -_LN_P95
-        histogram = self.duration.labels(self.service, version)
+        histogram = self.duration.labels(*_labels(self.service, version))
         for _ in range(count):
             state.latency_index += 1
             quantile = min((state.latency_index * _GOLDEN) % 1.0, _MAX_QUANTILE)
@@ -327,14 +330,26 @@ class ModelServerSimulator:
 
     def _export_version(self, version: str, settings: VersionSettings) -> None:
         """Create every series of a version (so queries see zeros, not absence) and set its gauges."""
-        self.requests.labels(self.service, version, "200")
-        self.requests.labels(self.service, version, "500")
-        self.duration.labels(self.service, version)
-        self.predictions.labels(self.service, version)
-        self.cost.labels(self.service, version)
-        self.prediction_psi.labels(self.service, version).set(settings.psi)
+        self.requests.labels(*_labels(self.service, version), "200")
+        self.requests.labels(*_labels(self.service, version), "500")
+        self.duration.labels(*_labels(self.service, version))
+        self.predictions.labels(*_labels(self.service, version))
+        self.cost.labels(*_labels(self.service, version))
+        self.prediction_psi.labels(*_labels(self.service, version)).set(settings.psi)
         feature = settings.feature_psi if settings.feature_psi is not None else settings.psi
-        self.feature_psi.labels(self.service, version).set(feature)
+        self.feature_psi.labels(*_labels(self.service, version)).set(feature)
+
+
+def workload_key(version: str, role: str | None = None) -> str:
+    """The simulator's name for the pods of one version in one role: "v1", or "v1@baseline" for the
+    baseline Deployment's pods (exported with role="baseline"; '@' never occurs in a version)."""
+    return f"{version}@{role}" if role else version
+
+
+def _labels(service: str, key: str) -> tuple[str, str, str]:
+    """(service, version, role) of a workload key; an empty role is no label at all in Prometheus."""
+    version, _, role = key.partition("@")
+    return service, version, role
 
 
 def _remove(metric: Any, *labels: str) -> None:
