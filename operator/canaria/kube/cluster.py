@@ -381,16 +381,8 @@ class Cluster:
             return
         stable = self.apps.api_client.sanitize_for_serialization(found[0])
         manifest = baseline_manifest(stable, replicas=action.replicas)
-        call(
-            f"apply deployments.apps in {namespace}",
-            self.apps.patch_namespaced_deployment,
-            manifest["metadata"]["name"],
-            namespace,
-            manifest,
-            field_manager=FIELD_MANAGER,
-            force=True,
-            _content_type=APPLY,
-        )
+        what = f"apply deployments.apps {namespace}/{manifest['metadata']['name']}"
+        self._apply(what, self.apps.patch_namespaced_deployment, manifest, dry_run=False)
 
     def write_status(self, body: dict[str, Any], status: dict[str, Any]) -> dict[str, Any]:
         """Replace the status, guarded by the resourceVersion read: a concurrent change is a Conflict."""
