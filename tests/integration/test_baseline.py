@@ -83,11 +83,11 @@ def test_a_candidate_with_a_lower_auc_than_serving_is_refused_before_any_traffic
 def busy(
     world: tuple[ModelServerSimulator, LocalPrometheus],
 ) -> Iterator[tuple[ModelServerSimulator, LocalPrometheus]]:
-    """The module's simulator at 600 requests/s (300 a side at 50%), so a test reaches the minimum sample
-    in seconds; restored afterwards."""
+    """The module's simulator at 300 requests/s (150 a side at 50%): a test reaches the minimum sample in
+    about 10 s, long enough for runs below it to be seen even on a loaded machine; restored afterwards."""
     simulator, _ = world
     before = simulator.requests_per_second
-    simulator.requests_per_second = 600.0
+    simulator.requests_per_second = 300.0
     try:
         yield world
     finally:
