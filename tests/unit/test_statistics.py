@@ -138,3 +138,9 @@ def test_a_comparison_against_the_baseline_needs_the_baseline() -> None:
     assert spec.rollout.analysis.metrics[0].against == "baseline"
     with pytest.raises(ValueError, match="not both"):
         Metric.model_validate({**metric, "compare": {"against": "stable", "maxRatio": 2}})
+
+
+def test_a_comparison_counts_every_query_it_makes_against_the_budget() -> None:
+    assert latency_metric(maxRatio=1.1).queries_per_run == 2  # canary and stable
+    assert proportion_metric().queries_per_run == 4  # events and trials, on each side
+    assert Metric.model_validate({"name": "m", "query": "q", "max": 1}).queries_per_run == 1

@@ -441,6 +441,12 @@ class Metric(Threshold):
         return self
 
     @property
+    def queries_per_run(self) -> int:
+        """Prometheus queries one run of this metric makes: a comparison runs them for both sides, and a
+        proportion test counts events and trials."""
+        return (2 if self.against is not None else 1) * (2 if self.proportion_test is not None else 1)
+
+    @property
     def against(self) -> Literal["baseline", "stable"] | None:
         """Whose value this metric is compared with, if any."""
         other = self.compare or self.proportion_test

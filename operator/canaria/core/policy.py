@@ -148,7 +148,8 @@ class AnalysisPolicy:
             )
         analysis = spec.rollout.analysis
         if analysis.metrics:
-            per_minute = len(analysis.metrics) * 60.0 / analysis.interval_seconds
+            queries = sum(m.queries_per_run for m in analysis.metrics)
+            per_minute = queries * 60.0 / analysis.interval_seconds
             if per_minute > self.max_queries_per_minute:
                 raise PolicyError(
                     "spec.rollout.analysis.interval",
