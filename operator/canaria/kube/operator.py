@@ -16,7 +16,6 @@ import socket
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import yaml
 from kubernetes import client, config
@@ -64,18 +63,6 @@ def operator_identity() -> str:
     the host name and the process id are unique enough on one host.
     """
     return os.environ.get("POD_NAME") or f"{socket.gethostname()}/{os.getpid()}"
-
-
-def check_prometheus_address(address: str | None) -> None:
-    """``--prometheus-address`` must be an http(s) URL with a host, as ``spec.prometheus.address`` is."""
-    if address is None:
-        return
-    parts = urlsplit(address)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise StartupError(
-            f"--prometheus-address: {address!r} is not an http(s) URL"
-            " (e.g. http://prometheus-operated.monitoring:9090)"
-        )
 
 
 def api_client(kubeconfig: str | None) -> client.ApiClient:
@@ -192,7 +179,10 @@ def run(options: RunOptions) -> int:
     from canaria.kube import handlers, telemetry
     from canaria.kube.reconciler import Settings
 
-    check_prometheus_address(options.prometheus_address)
+    try:  # the core's rule for a Prometheus address, for the operator's default one
+        AnalysisPolicy(default_address=options.prometheus_address)
+    except ValueError as exc:
+        raise StartupError(f"--prometheus-address: {exc}") from exc
     try:  # the flags' own checks name the flag at fault
         policy, secret = notification_settings(options)
         analysis_policy = AnalysisPolicy(
