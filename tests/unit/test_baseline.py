@@ -5,10 +5,17 @@ stood in for by the template hash the action carries (the stable's).
 
 from __future__ import annotations
 
+import io
 from typing import Any
 
+from rich.console import Console
+
+from canaria.cli.render import render_status
+from canaria.cli.session import Resource
 from canaria.core.api import Metric
 from canaria.core.engine import ApplyWorkload
+from canaria.core.observations import AnalysisRun
+from canaria.core.verdicts import proportion
 
 from .world import BAD, World, healthy_world
 
@@ -77,3 +84,33 @@ def test_comparisons_run_beside_a_canary_only_so_a_bake_ends() -> None:
     world.release("v2")
     world.run_until(lambda w: w.phase == "Healthy" and w.stable == "v2", step=10)
     assert "BakeCompleted" in world.reasons()
+
+
+def test_canaria_status_shows_the_comparison_the_engine_recorded() -> None:
+    errors = {
+        "name": "errors-vs-baseline",
+        "query": 'errors{version="{{version}}",role="{{role}}"}',
+        "proportionTest": {"total": 'requests{version="{{version}}",role="{{role}}"}', "minSamples": 1000},
+    }
+    world = serving_v1(analysis={"metrics": [errors]})
+    world.release("v2")
+    world.run(30, step=5, analysis=False)
+    [metric] = world.spec.rollout.analysis.metrics
+
+    def vector(value: float) -> list[dict[str, Any]]:
+        return [{"metric": {}, "value": [0, str(value)]}]
+
+    judged = proportion(
+        metric, (vector(40), vector(2000)), (vector(20), vector(2000)), query="q", at=world.now
+    )
+    world.tick(1, analysis=AnalysisRun(at=world.now, results=(judged,)))
+    assert world.status.analysis.failures == 1  # recorded by the engine (failureLimit 1: not reverted yet)
+    console = Console(file=io.StringIO(), width=240, record=True, color_system=None)
+    console.print(render_status(Resource(world.body()), world.now))
+    out = console.export_text()
+    for needle in (
+        "COMPARED WITH",
+        "errors-vs-baseline  0.02   baseline 0.01 (x2), n=2000/2000  not higher at 95%, n >= 1000  Fail",
+        "canary's rate higher than the baseline's at 95% confidence (p=0.00464, z=2.6)",
+    ):
+        assert needle in out, f"{needle!r} not in:\n{out}"

@@ -16,7 +16,7 @@ from rich.text import Text
 from canaria.cli.explain import fmt_clock, next_step, pending_command, step_text
 from canaria.cli.history import parse_time
 from canaria.cli.session import Resource
-from canaria.core.api import Lineage, Phase, Verdict, VersionRef, describe_bounds
+from canaria.core.api import Lineage, Metric, MetricResult, Phase, Verdict, VersionRef, describe_bounds
 
 PHASE_STYLE = {
     Phase.HEALTHY: "green",
@@ -194,17 +194,49 @@ def _analysis_view(res: Resource, tz: tzinfo) -> list[RenderableType]:
             f"inconclusive {analysis.inconclusive}/{limits.inconclusive_limit} in a row)"
         )
     table = Table(box=None, pad_edge=False, header_style="bold")
-    for column in ("METRIC", "VALUE", "THRESHOLD", "VERDICT", "REASON"):
+    compared = any(r.against for r in analysis.results)
+    columns = ("METRIC", "VALUE", "COMPARED WITH", "THRESHOLD", "VERDICT", "REASON")
+    for column in columns if compared else tuple(c for c in columns if c != "COMPARED WITH"):
         table.add_column(column)
+    metrics = {m.name: m for m in spec.rollout.analysis.metrics} if spec is not None else {}
     for result in analysis.results:
-        table.add_row(
+        row = [
             Text(result.name + (" (dry run)" if result.dry_run else "")),
             Text(f"{result.value:.6g}" if result.value is not None else "no value"),
-            Text(describe_bounds(result.min, result.max) or "-"),
+            Text(_threshold(result, metrics.get(result.name)) or "-"),
             Text(result.verdict.value, style=VERDICT_STYLE.get(result.verdict, "")),
             _text(result.reason),
-        )
+        ]
+        if compared:
+            row.insert(2, Text(_compared_with(result)))
+        table.add_row(*row)
     return [summary, table]
+
+
+def _compared_with(result: MetricResult) -> str:
+    """The other side of a comparison: whose value, the value and the ratio (and trials of a test)."""
+    if result.against is None:
+        return "-"
+    shown = f"{result.against} " + (
+        f"{result.against_value:.6g}" if result.against_value is not None else "-"
+    )
+    if result.ratio is not None:
+        shown += f" (x{result.ratio:.3g})"
+    if result.samples is not None and result.against_samples is not None:
+        shown += f", n={result.samples:.0f}/{result.against_samples:.0f}"
+    return shown
+
+
+def _threshold(result: MetricResult, metric: Metric | None) -> str:
+    """The bounds that judged the result, a comparison's and a proportion test's included."""
+    bounds = [describe_bounds(result.min, result.max)]
+    if metric is not None and metric.compare is not None:
+        bounds += [f"ratio <= {metric.compare.max_ratio:g}" if metric.compare.max_ratio is not None else ""]
+        bounds += [f"delta <= {metric.compare.max_delta:g}" if metric.compare.max_delta is not None else ""]
+    if metric is not None and metric.proportion_test is not None:
+        test = metric.proportion_test
+        bounds += [f"not higher at {test.confidence:.0%}, n >= {test.min_samples}"]
+    return ", ".join(b for b in bounds if b)
 
 
 def render_list(items: list[Resource], now: datetime, *, all_namespaces: bool = False) -> RenderableType:
