@@ -25,7 +25,7 @@ from canaria.sandbox.processes import OperatorProcess
 from canaria.sandbox.simulator import ModelServerSimulator, workload_key
 
 from .harness import ModelDeployments, model_deployment, wait_for
-from .test_rollout_analysis import NAME, follow_traffic, world
+from .test_rollout_analysis import NAME, events_until, follow_traffic, world
 from .traffic import TrafficFollower
 
 DEADLINE = 45.0
@@ -174,6 +174,7 @@ def test_a_canary_at_2_percent_errors_against_its_baseline_at_1_percent_is_incon
     assert "canary's rate higher than the baseline's at 95% confidence" in result["reason"]
 
     # before enough requests were seen the runs were Inconclusive (counted, never passing), not Pass
+    events_until(mds, "RolledBack")  # Events follow the status write
     early = analysis_events(mds, "AnalysisInconclusive")
     assert early, "no run was made below the minimum sample"
     assert any(f"needs {MIN_SAMPLES} on each" in e.message for e in early), [e.message for e in early]
