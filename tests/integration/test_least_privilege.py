@@ -40,6 +40,7 @@ import os
 import re
 import secrets
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -56,7 +57,7 @@ from canaria import GROUP, PLURAL, VERSION
 from canaria.core.policy import CREDENTIALS_LABEL
 from canaria.kube import rbac
 from canaria.sandbox.controlplane import ControlPlane, write_kubeconfig
-from canaria.sandbox.kubelet import Kubelet
+from canaria.sandbox.kubelet import RUN_LABEL, Kubelet
 from canaria.sandbox.processes import OperatorProcess
 
 from .harness import ModelDeployments, install_crd, model_deployment, wait_for
@@ -476,9 +477,26 @@ DRY_RUN_METRIC = {
 }
 
 
+# run by the test kubelet as a local process: the canary's Job (get, create) and its Pod (list) are used
+SMOKE_TEST = {
+    "template": {
+        "metadata": {"labels": {RUN_LABEL: "local"}},
+        "spec": {
+            "containers": [{"name": "t", "image": "t", "command": [sys.executable, "-c", "print('ok')"]}]
+        },
+    }
+}
+
+
 def model(version: str = "v1") -> dict[str, Any]:
     return model_deployment(
-        "fraud", version, replicas=2, progress_deadline="4s", metrics=[DRY_RUN_METRIC], prometheus=PROMETHEUS
+        "fraud",
+        version,
+        replicas=2,
+        progress_deadline="4s",
+        metrics=[DRY_RUN_METRIC],
+        prometheus=PROMETHEUS,
+        rollout={"smokeTest": SMOKE_TEST},
     )
 
 

@@ -40,13 +40,19 @@ from canaria.core.engine import (
     Decision,
     DeleteWorkload,
     EmitEvent,
+    RunSmokeTest,
     ScaleWorkload,
     analysed_version,
     analysis_due,
     analysis_metrics,
     decide,
 )
-from canaria.core.observations import AnalysisRun, Observations, WorkloadObservation
+from canaria.core.observations import (
+    AnalysisRun,
+    Observations,
+    SmokeTestObservation,
+    WorkloadObservation,
+)
 
 T0 = datetime(2026, 1, 15, 9, 0, tzinfo=UTC)
 
@@ -182,6 +188,12 @@ class World:
     last_observations: Observations | None = None
     #: the API server's dry run, as the reconciler asks it: a message when it refuses this spec's objects
     refuse: Callable[[ModelDeploymentSpec], str | None] | None = None
+    #: smoke tests: version → exit code its test ends with (default 0), seconds a test runs, the Jobs
+    #: created ((version, attempt) → when), and every create asked for (a repeat is a no-op, as a 409)
+    smoke_exit: dict[str, int] = field(default_factory=dict)
+    smoke_seconds: float = 5.0
+    jobs: dict[tuple[str, int], datetime] = field(default_factory=dict)
+    job_creates: list[tuple[str, int]] = field(default_factory=list)
 
     # -- construction ------------------------------------------------------------------------------
 
@@ -247,10 +259,33 @@ class World:
             baseline=self.baseline.observe() if self.baseline else None,
             service_ports=self.service_ports,
             service_version=self.service_version,
+            smoke_test=self._smoke_observation(),
             analysis=None,
             command=command if command is not None else self.command,
             change_reason=self.change_reason,
             changed_by=self.changed_by,
+        )
+
+    def _smoke_observation(self) -> SmokeTestObservation | None:
+        record = self.status.smoke_test
+        if record is None or record.phase != "Running":
+            return None
+        key = (record.version, record.attempt)
+        seen = SmokeTestObservation(
+            record.version, record.attempt, f"job-{record.version}-{record.attempt}", "Absent"
+        )
+        if key not in self.jobs:
+            return seen
+        if (self.now - self.jobs[key]).total_seconds() < self.smoke_seconds:
+            return replace(seen, outcome="Running")
+        code = self.smoke_exit.get(record.version, 0)
+        log = f"GET /predict -> {'200 ok' if code == 0 else '500: model failed to load'}"
+        return replace(
+            seen,
+            outcome="Succeeded" if code == 0 else "Failed",
+            exit_code=code,
+            reason=None if code == 0 else "Error",
+            log=log,
         )
 
     def reading(self, version: str, metric: Metric) -> Reading:
@@ -369,6 +404,9 @@ class World:
                 self.service_version = action.version
             elif isinstance(action, EmitEvent):
                 self.events.append(action)
+            elif isinstance(action, RunSmokeTest):
+                self.job_creates.append((action.version, action.attempt))
+                self.jobs.setdefault((action.version, action.attempt), self.now)
             else:  # pragma: no cover - a new action kind needs a line here
                 raise AssertionError(f"unknown action {action!r}")
         status = decision.status

@@ -65,7 +65,17 @@ class ApplyService:
     version: str | None = None
 
 
-Action = EmitEvent | ApplyWorkload | ScaleWorkload | DeleteWorkload | ApplyService
+@dataclass(frozen=True)
+class RunSmokeTest:
+    """Create (once: the name comes from version and attempt) the smoke-test Job of `version`, and the
+    version's own Service it calls."""
+
+    version: str
+    uri: str
+    attempt: int
+
+
+Action = EmitEvent | ApplyWorkload | ScaleWorkload | DeleteWorkload | ApplyService | RunSmokeTest
 
 
 @dataclass(frozen=True)

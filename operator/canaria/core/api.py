@@ -537,6 +537,63 @@ class KeepPrevious(CamelModel):
         return parse_duration(self.for_)
 
 
+def _check_template(template: dict[str, Any]) -> dict[str, Any]:
+    """The shape the Deployment builder relies on (the CRD leaves the pod template to the apps API,
+    which the operator asks by a dry run; this only keeps the builder from tripping over it)."""
+    meta = template.get("metadata")
+    if meta is not None and not isinstance(meta, dict):
+        raise ValueError("template.metadata must be an object")
+    if meta is not None and not isinstance(meta.get("labels") or {}, dict):
+        raise ValueError("template.metadata.labels must be an object")
+    pod = template.get("spec")
+    if not isinstance(pod, dict):
+        raise ValueError("template.spec must be an object")
+    containers = pod.get("containers")
+    if not isinstance(containers, list) or not containers:
+        raise ValueError("template.spec.containers must list at least one container")
+    for i, container in enumerate(containers):
+        if not isinstance(container, dict):
+            raise ValueError(f"template.spec.containers[{i}] must be an object, not {container!r:.40}")
+        env = container.get("env")
+        if env is not None and not isinstance(env, list):
+            raise ValueError(f"template.spec.containers[{i}].env must be a list")
+        for j, var in enumerate(env or []):
+            if not isinstance(var, dict):
+                raise ValueError(
+                    f"template.spec.containers[{i}].env[{j}] must be an object with name and value, "
+                    f"not {var!r:.40}"
+                )
+    return template
+
+
+PodTemplate = Annotated[dict[str, Any], AfterValidator(_check_template)]
+
+
+class SmokeTest(CamelModel):
+    """A test Job run against one version's own Service (its URL in TARGET_URL, with MODEL_NAME,
+    MODEL_VERSION and MODEL_URI): before a canary gets any traffic (a failure refuses the version), and
+    after a revert or rollback against the restored version (the verdict is the RollbackVerified
+    condition)."""
+
+    template: PodTemplate = Field(
+        description="PodTemplateSpec of the test (image, command); exit code 0 passes. Runs once "
+        "(restartPolicy Never unless set, no retries); the tail of its output is kept as the verdict's log.",
+        json_schema_extra={"x-kubernetes-preserve-unknown-fields": True},
+    )
+    timeout: Duration = Field("5m", description="The Job's activeDeadlineSeconds: longer is a failure.")
+    cleanup_after: Duration = Field(
+        "1h", description="The Job's ttlSecondsAfterFinished: how long a finished test is kept to inspect."
+    )
+
+    @property
+    def timeout_seconds(self) -> float:
+        return parse_duration(self.timeout)
+
+    @property
+    def cleanup_after_seconds(self) -> float:
+        return parse_duration(self.cleanup_after)
+
+
 class Baseline(CamelModel):
     """A fresh Deployment of the stable version beside the canary, sized like it, so that comparisons are
     like for like (no warm-cache or long-uptime bias); it exists only while a canary runs."""
@@ -598,6 +655,11 @@ class Rollout(CamelModel):
     )
     baseline: Baseline | None = Field(
         None, description="A baseline Deployment of the stable version beside the canary, for comparisons."
+    )
+    smoke_test: SmokeTest | None = Field(
+        None,
+        description="A test Job against a version's own Service, before its canary gets traffic and after a "
+        "revert or rollback to it.",
     )
 
     @field_validator("steps")
@@ -674,35 +736,6 @@ class PrometheusSpec(CamelModel):
         return timeout
 
 
-def _check_template(template: dict[str, Any]) -> dict[str, Any]:
-    """The shape the Deployment builder relies on (the CRD leaves the pod template to the apps API,
-    which the operator asks by a dry run; this only keeps the builder from tripping over it)."""
-    meta = template.get("metadata")
-    if meta is not None and not isinstance(meta, dict):
-        raise ValueError("template.metadata must be an object")
-    if meta is not None and not isinstance(meta.get("labels") or {}, dict):
-        raise ValueError("template.metadata.labels must be an object")
-    pod = template.get("spec")
-    if not isinstance(pod, dict):
-        raise ValueError("template.spec must be an object")
-    containers = pod.get("containers")
-    if not isinstance(containers, list) or not containers:
-        raise ValueError("template.spec.containers must list at least one container")
-    for i, container in enumerate(containers):
-        if not isinstance(container, dict):
-            raise ValueError(f"template.spec.containers[{i}] must be an object, not {container!r:.40}")
-        env = container.get("env")
-        if env is not None and not isinstance(env, list):
-            raise ValueError(f"template.spec.containers[{i}].env must be a list")
-        for j, var in enumerate(env or []):
-            if not isinstance(var, dict):
-                raise ValueError(
-                    f"template.spec.containers[{i}].env[{j}] must be an object with name and value, "
-                    f"not {var!r:.40}"
-                )
-    return template
-
-
 class NotificationsSpec(CamelModel):
     """Who hears about this model's transitions (receivers are configured operator-wide)."""
 
@@ -721,7 +754,7 @@ class ModelDeploymentSpec(CamelModel):
     """Which model version should serve, and how a new version earns its traffic."""
 
     model: ModelInfo = Field(description="The model version that should serve.")
-    template: Annotated[dict[str, Any], AfterValidator(_check_template)] = Field(
+    template: PodTemplate = Field(
         description="PodTemplateSpec of the model server (image, ports, probes, resources).",
         json_schema_extra={"x-kubernetes-preserve-unknown-fields": True},
     )
@@ -774,6 +807,25 @@ class WarmStatus(VersionRef):
     until: datetime | None = Field(
         None, description="When it is scaled away (absent: when the bake ends, or later by keepPrevious)."
     )
+
+
+class SmokeTestStatus(CamelModel):
+    """The latest smoke test: which version, why, and its verdict."""
+
+    version: str = Field(description="The version tested.")
+    uri: str = Field(description="Its model URI.")
+    purpose: Literal["BeforeTraffic", "AfterRollback"] = Field(
+        description="BeforeTraffic: a canary before any traffic; AfterRollback: the version a revert or "
+        "rollback restored."
+    )
+    attempt: int = Field(ge=1, description="Attempt number for this version (names the Job).")
+    phase: Literal["Pending", "Running", "Passed", "Failed"] = Field(description="Where it stands.")
+    job: str | None = Field(None, description="The Job's name.")
+    started_at: datetime | None = Field(None, description="When the Job was created.")
+    finished_at: datetime | None = Field(None, description="When the verdict was recorded.")
+    exit_code: int | None = Field(None, description="The test container's exit code, when it ended.")
+    reason: str | None = Field(None, description="Why it failed (e.g. Error, DeadlineExceeded).")
+    log: str | None = Field(None, description="The tail of the test's output.")
 
 
 class PromoteRequest(CamelModel):
@@ -857,6 +909,7 @@ class ConditionType(StrEnum):
     RECONCILING = "Reconciling"
     STALLED = "Stalled"
     AVAILABLE = "Available"
+    ROLLBACK_VERIFIED = "RollbackVerified"  # set after a revert or rollback when spec.rollout.smokeTest is
 
 
 class Condition(CamelModel):
@@ -960,6 +1013,7 @@ class ModelDeploymentStatus(CamelModel):
     warm: WarmStatus | None = Field(
         None, description="The previous version kept ready with no traffic, and until when."
     )
+    smoke_test: SmokeTestStatus | None = Field(None, description="The latest smoke test and its verdict.")
     control_paused: bool | None = Field(None, description="Paused by `canaria pause` (not by the spec).")
     analysis: AnalysisStatus = Field(
         default_factory=AnalysisStatus, description="Analysis counters and results."

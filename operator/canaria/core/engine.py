@@ -27,6 +27,7 @@ from canaria.core.actions import (
     Decision,
     DeleteWorkload,
     EmitEvent,
+    RunSmokeTest,
     ScaleWorkload,
 )
 from canaria.core.api import (
@@ -48,6 +49,7 @@ from canaria.core.api import (
     RecordedEvaluation,
     Refusal,
     Rejection,
+    SmokeTestStatus,
     Verdict,
     VersionRef,
     WarmStatus,
@@ -119,13 +121,26 @@ def analysis_due(
     if version is None or status.phase not in IN_ROLLOUT or not analysis_metrics(spec, status):
         return False
     workload = observations.workloads.get(version)
-    if workload is None or not workload.ready():
-        return False
+    if workload is None or not workload.ready() or smoke_pending(spec, status):
+        return False  # no traffic to judge yet
     baseline = observations.baseline
     if desired_baseline(spec, status) is not None and (baseline is None or not baseline.ready()):
         return False  # the comparison's other side is not serving yet
     last = status.analysis.last_run_at
     return last is None or (now - last).total_seconds() >= spec.rollout.analysis.interval_seconds
+
+
+def smoke_pending(spec: ModelDeploymentSpec, status: ModelDeploymentStatus) -> bool:
+    """A canary at its first step that has not passed its smoke test yet: it gets no traffic."""
+    canary, record = status.canary, status.smoke_test
+    if spec.rollout.smoke_test is None or canary is None or canary.step > 0:
+        return False
+    return not (
+        record is not None
+        and (record.purpose, record.version, record.phase) == ("BeforeTraffic", canary.version, "Passed")
+        and record.started_at is not None
+        and (canary.since is None or record.started_at >= canary.since)
+    )
 
 
 def analysis_variables(
@@ -279,6 +294,7 @@ def decide(
     _handle_command(run)
     _advance(run)
     _release_warm_when_due(run)
+    _verify_rollback(run)
     if run.status.phase == Phase.PAUSED and analysed_version(run.status) and spec.rollout.analysis.metrics:
         run.requeue.append(_next_analysis_in(run))  # a held rollout is still analysed on its interval
     _reconcile_workloads(run)
@@ -806,6 +822,8 @@ def _progress_canary(run: _Run) -> None:
     if not _canary_ready(run, canary):
         _wait_for_canary(run, canary)
         return
+    if smoke_pending(spec, status) and not _smoke_before_traffic(run, canary):
+        return
     if canary.ready_at is None:
         canary = canary.model_copy(update=dict(ready_at=run.now))
         status.canary = canary
@@ -963,6 +981,7 @@ def _revert(
     status.bake_started_at = None
     status.control_paused = None
     status.analysis = status.analysis.model_copy(update=dict(failures=0, inconclusive=0))
+    _plan_rollback_smoke(run, target)
     if failed is None:  # a requested rollback to the last known good version (the spec names it)
         run.transition(
             Phase.HEALTHY,
@@ -1025,6 +1044,7 @@ def _rollback_to_warm(run: _Run) -> None:
     status.warm = None
     status.bake_started_at = None
     status.control_paused = None
+    _plan_rollback_smoke(run, status.stable)
     run.transition(
         Phase.HEALTHY,
         "RolledBack",
@@ -1055,6 +1075,153 @@ def _release_warm_when_due(run: _Run) -> None:
             f"{warm.until.isoformat()}",
             key=f"warm-{warm.version}-{int(warm.until.timestamp())}",
             version=warm.version,
+        )
+    )
+
+
+# -------------------------------------------------------------------------------------- smoke tests
+
+SMOKE_POLL = 1.0  # seconds between looks at a running smoke-test Job (Job events do not wake us)
+
+
+def _smoke_record(run: _Run, version: str, uri: str, purpose: str, phase: str) -> SmokeTestStatus:
+    """A new smoke test; its attempt number counts every test of this resource, so a Job name (version
+    and attempt) is never reused for another test."""
+    previous = run.status.smoke_test
+    return SmokeTestStatus.model_construct(
+        version=version,
+        uri=uri,
+        purpose=purpose,
+        attempt=previous.attempt + 1 if previous is not None else 1,
+        phase=phase,
+        job=None,
+        started_at=None,
+        finished_at=None,
+        exit_code=None,
+        reason=None,
+        log=None,
+    )
+
+
+def _start_smoke(run: _Run, record: SmokeTestStatus) -> None:
+    run.status.smoke_test = record.model_copy(update=dict(phase="Running", started_at=run.now))
+    run.actions.append(RunSmokeTest(record.version, record.uri, record.attempt))
+    run.requeue.append(SMOKE_POLL)
+
+
+def _follow_smoke(run: _Run) -> str:
+    """Follow the running smoke test: 'Running', or its verdict ('Passed', 'Failed') recorded in status.
+    A Job not found is created again under the same name (the create is idempotent: never a second Job)."""
+    record = run.status.smoke_test
+    seen = run.obs.smoke_test
+    if seen is None or (seen.version, seen.attempt) != (record.version, record.attempt):
+        seen = None
+    if seen is None or seen.outcome in ("Absent", "Running"):
+        if seen is None or seen.outcome == "Absent":
+            run.actions.append(RunSmokeTest(record.version, record.uri, record.attempt))
+        run.requeue.append(SMOKE_POLL)
+        return "Running"
+    phase = "Passed" if seen.outcome == "Succeeded" else "Failed"
+    run.status.smoke_test = record.model_copy(
+        update=dict(
+            phase=phase,
+            job=seen.job,
+            finished_at=run.now,
+            exit_code=seen.exit_code,
+            reason=seen.reason,
+            log=seen.log,
+        )
+    )
+    return phase
+
+
+def smoke_verdict_text(record: SmokeTestStatus) -> str:
+    """'job J exit code 3 (Error): <last line of its output>' for messages."""
+    code = f"exit code {record.exit_code}" if record.exit_code is not None else "no exit code"
+    why = f" ({record.reason})" if record.reason else ""
+    lines = [line for line in (record.log or "").splitlines() if line.strip()]
+    tail = f": {lines[-1].strip()[:300]}" if lines else ""
+    return f"job {record.job}, {code}{why}{tail}"
+
+
+def _smoke_before_traffic(run: _Run, canary: CanaryStatus) -> bool:
+    """The canary is ready but gets no traffic until its smoke test passes; a failure refuses it.
+    True when it passed (the step goes on in this decision)."""
+    status = run.status
+    record = status.smoke_test
+    if not (
+        record is not None
+        and (record.purpose, record.version) == ("BeforeTraffic", canary.version)
+        and record.started_at is not None
+        and (canary.since is None or record.started_at >= canary.since)
+    ):
+        _start_smoke(run, _smoke_record(run, canary.version, canary.uri, "BeforeTraffic", "Pending"))
+        return False
+    verdict = record.phase if record.phase != "Running" else _follow_smoke(run)
+    if verdict == "Running":
+        return False
+    record = status.smoke_test
+    if verdict == "Passed":
+        run.actions.append(
+            EmitEvent(
+                "Normal",
+                "SmokeTestPassed",
+                f"{run.name} {canary.version} passed its smoke test before any traffic "
+                f"({smoke_verdict_text(record)})",
+                key=f"smoke-{record.attempt}",
+                version=canary.version,
+            )
+        )
+        return True
+    message = (
+        f"{run.name} {canary.version} refused by its smoke test before any traffic: "
+        f"{smoke_verdict_text(record)}; {status.stable.version} keeps serving"
+    )
+    status.rejected = Rejection.model_construct(
+        version=canary.version, reason="SmokeTestFailed", message=message, at=run.now
+    )
+    status.canary = None
+    run.transition(Phase.FAILED, "SmokeTestFailed", message, version=canary.version, warning=True)
+    return False
+
+
+def _plan_rollback_smoke(run: _Run, restored: VersionRef) -> None:
+    """After a revert or rollback the restored version is tested once it serves at full size."""
+    if run.spec.rollout.smoke_test is not None:
+        run.status.smoke_test = _smoke_record(run, restored.version, restored.uri, "AfterRollback", "Pending")
+
+
+def _verify_rollback(run: _Run) -> None:
+    """Run the smoke test against the version a revert or rollback restored; the verdict is an Event and
+    the RollbackVerified condition (a failure is a Warning naming the owner: nothing is left to revert
+    to, a person decides)."""
+    status, record = run.status, run.status.smoke_test
+    if record is None or record.purpose != "AfterRollback" or record.phase in ("Passed", "Failed"):
+        return
+    if status.stable is None or status.stable.version != record.version:
+        return  # another version serves now; a newer test replaces this one
+    if record.phase == "Pending":
+        if _serves_fully(run.obs, record.version, run.spec.replicas):
+            _start_smoke(run, record)
+        else:
+            run.requeue.append(WAIT_FOR_READY)
+        return
+    verdict = _follow_smoke(run)
+    if verdict == "Running":
+        return
+    record = status.smoke_test
+    owner = f"; owner: {run.spec.model.owner}" if run.spec.model.owner else ""
+    passed = verdict == "Passed"
+    run.actions.append(
+        EmitEvent(
+            "Normal" if passed else "Warning",
+            "RollbackVerified" if passed else "RollbackNotVerified",
+            f"{run.name} {record.version} restored"
+            + (" and proven by its smoke test" if passed else ", but its smoke test failed")
+            + f" ({smoke_verdict_text(record)})"
+            + ("" if passed else owner),
+            key=f"smoke-{record.attempt}",
+            version=record.version,
         )
     )
 
@@ -1154,7 +1321,7 @@ def service_version(
     gone = set(leaving)
     others = {v for v, w in obs.workloads.items() if v not in roles | gone and w.ready_replicas > 0}
     if canary is not None:
-        return stable.version if others else None
+        return stable.version if others or smoke_pending(spec, status) else None
     if obs.service_version == stable.version or _serves_fully(obs, stable.version, spec.replicas):
         return stable.version
     return None if others - {rejected} else stable.version
@@ -1266,8 +1433,8 @@ def release_state(
         return ReleaseState("stalled", "SpecRefused", f"{status.refused.message}{serving}")
     if rejected is not None and rejected.version == desired:
         serving = f"; {stable.version} serves" if stable is not None and stable.version != desired else ""
-        if rejected.reason == "GateFailed":
-            return ReleaseState("stalled", "GateFailed", f"{rejected.message}{serving}")
+        if rejected.reason in ("GateFailed", "SmokeTestFailed"):  # refused before any traffic
+            return ReleaseState("stalled", rejected.reason, f"{rejected.message}{serving}")
         return ReleaseState(
             "stalled",
             "Reverted",
@@ -1357,6 +1524,20 @@ def _set_conditions(run: _Run) -> None:
             obs.generation,
         ),
     ]
+    record = status.smoke_test
+    if record is not None and record.purpose == "AfterRollback" and record.phase in ("Passed", "Failed"):
+        passed = record.phase == "Passed"
+        status.conditions.append(
+            _condition(
+                status.conditions,
+                ConditionType.ROLLBACK_VERIFIED,
+                passed,
+                "SmokeTestPassed" if passed else "SmokeTestFailed",
+                f"{record.version}: {smoke_verdict_text(record)}",
+                run.now,
+                obs.generation,
+            )
+        )
 
 
 def refused_status(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Literal
 
 from canaria.core.api import MetricResult, Verdict
 from canaria.core.commands import Command
@@ -26,6 +27,19 @@ class WorkloadObservation:
 
     def ready(self) -> bool:
         return self.updated and self.ready_replicas >= self.replicas
+
+
+@dataclass(frozen=True)
+class SmokeTestObservation:
+    """The smoke-test Job status names (by version and attempt), as the API server reports it."""
+
+    version: str
+    attempt: int
+    job: str
+    outcome: Literal["Running", "Succeeded", "Failed", "Absent"]
+    exit_code: int | None = None
+    reason: str | None = None  # the container's (Error, ...) or the Job's (DeadlineExceeded, ...)
+    log: str | None = None  # the tail of its output (the container's termination message)
 
 
 @dataclass(frozen=True)
@@ -60,6 +74,7 @@ class Observations:
     service_ports: tuple[int, int] | None = None  # (port, targetPort) of the model's Service, if it exists
     service_version: str | None = None  # the one version the Service selects; None: every version
     analysis: AnalysisRun | None = None
+    smoke_test: SmokeTestObservation | None = None
     command: Command | None = None
     change_reason: str | None = None
     changed_by: str | None = None  # manager that last wrote the spec (managedFields)

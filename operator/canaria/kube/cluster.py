@@ -10,6 +10,7 @@ spec), and everything else (429, 5xx, connection errors, timeouts) is retried by
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import socket
@@ -22,10 +23,17 @@ from kubernetes.client import rest
 from kubernetes.client.exceptions import ApiException
 
 from canaria import GROUP, KIND, PLURAL, VERSION
-from canaria.core.actions import ApplyService, ApplyWorkload, DeleteWorkload, EmitEvent, ScaleWorkload
+from canaria.core.actions import (
+    ApplyService,
+    ApplyWorkload,
+    DeleteWorkload,
+    EmitEvent,
+    RunSmokeTest,
+    ScaleWorkload,
+)
 from canaria.core.api import ModelDeployment, SecretKeyRef
 from canaria.core.commands import Command, change_reason, parse_command
-from canaria.core.observations import Observations, WorkloadObservation
+from canaria.core.observations import Observations, SmokeTestObservation, WorkloadObservation
 from canaria.core.policy import CREDENTIALS_LABEL, PolicyError
 from canaria.kube import telemetry
 from canaria.kube.workloads import (
@@ -38,7 +46,12 @@ from canaria.kube.workloads import (
     baseline_manifest,
     deployment_manifest,
     deployment_name,
+    owner_deployment,
+    owner_reference,
     service_manifest,
+    smoke_job_manifest,
+    smoke_job_name,
+    version_service_manifest,
 )
 
 log = logging.getLogger("canaria.kube.cluster")
@@ -162,6 +175,8 @@ class Cluster:
         self.custom = client.CustomObjectsApi(api)
         self.apps = client.AppsV1Api(api)
         self.core = client.CoreV1Api(api)
+        self.batch = client.BatchV1Api(api)
+        self._deployment_uids: dict[tuple[str, str], str] = {}  # (namespace, Deployment) → uid, last seen
         self.instance = instance or socket.gethostname()
 
     # -- reading ----------------------------------------------------------------------------------
@@ -201,6 +216,7 @@ class Cluster:
                     baseline = observed
                 else:
                     workloads[observed.version] = observed
+                self._deployment_uids[(namespace, deployment.metadata.name)] = deployment.metadata.uid
         service_ports, service_version = self._service(namespace, name, uid)
         return Observations(
             generation=meta.get("generation") or 1,
@@ -208,6 +224,7 @@ class Cluster:
             baseline=baseline,
             service_ports=service_ports,
             service_version=service_version,
+            smoke_test=self._smoke_test(namespace, name, body.get("status") or {}),
             command=command,
             change_reason=change_reason(meta.get("annotations"), body["spec"]["model"]["version"]),
             changed_by=_changed_by(meta),
@@ -226,6 +243,45 @@ class Cluster:
         port = service.spec.ports[0]
         version = (service.spec.selector or {}).get(VERSION_LABEL)
         return (port.port, port.target_port if isinstance(port.target_port, int) else -1), version
+
+    def _smoke_test(self, namespace: str, name: str, status: dict[str, Any]) -> SmokeTestObservation | None:
+        """The Job of the smoke test status says is running: its outcome, and the test container's exit
+        code and output tail (its termination message) once it ended."""
+        record = status.get("smokeTest") or {}
+        if record.get("phase") != "Running":
+            return None
+        version, attempt = record["version"], int(record["attempt"])
+        job_name = smoke_job_name(name, version, attempt)
+        seen = SmokeTestObservation(version=version, attempt=attempt, job=job_name, outcome="Absent")
+        try:
+            job = call(f"get jobs.batch in {namespace}", self.batch.read_namespaced_job, job_name, namespace)
+        except ApiException as exc:
+            if exc.status == 404:
+                return seen
+            raise
+        done = {c.type: c for c in (job.status and job.status.conditions) or [] if c.status == "True"}
+        if "Complete" in done:
+            outcome = "Succeeded"
+        elif "Failed" in done:
+            outcome = "Failed"
+        else:
+            return dataclasses.replace(seen, outcome="Running")
+        exit_code, log_tail = None, None
+        reason = done["Failed"].reason if outcome == "Failed" else None  # e.g. DeadlineExceeded
+        pods = call(
+            f"list pods in {namespace}",
+            self.core.list_namespaced_pod,
+            namespace,
+            label_selector=f"batch.kubernetes.io/job-name={job_name}",
+        )
+        for pod in pods.items:
+            for container in (pod.status and pod.status.container_statuses) or []:
+                ended = container.state and container.state.terminated
+                if ended is not None:
+                    exit_code, log_tail = ended.exit_code, ended.message
+                    if outcome == "Failed" and reason in (None, "BackoffLimitExceeded"):
+                        reason = ended.reason  # the container's own (Error, OOMKilled) says more
+        return dataclasses.replace(seen, outcome=outcome, exit_code=exit_code, reason=reason, log=log_tail)
 
     def read_secret(self, namespace: str, ref: SecretKeyRef, field: str) -> str:
         """One key of a Secret, only if the Secret consents to Prometheus use (`CREDENTIALS_LABEL`).
@@ -309,6 +365,8 @@ class Cluster:
                 except ApiException as exc:
                     if exc.status != 404:
                         raise
+            elif isinstance(action, RunSmokeTest):
+                self._run_smoke_test(md, action)
             elif isinstance(action, ApplyService):
                 self._apply_service(md, action, dry_run=False)
 
@@ -383,6 +441,42 @@ class Cluster:
         manifest = baseline_manifest(stable, replicas=action.replicas)
         what = f"apply deployments.apps {namespace}/{manifest['metadata']['name']}"
         self._apply(what, self.apps.patch_namespaced_deployment, manifest, dry_run=False)
+
+    def _run_smoke_test(self, md: ModelDeployment, action: RunSmokeTest) -> None:
+        """The version's own Service (owned by its Deployment, so it goes with it), then the Job, created
+        once: its name comes from version and attempt, so a second create (a retry, a restarted operator)
+        is a 409 that leaves the running Job alone."""
+        meta = md.metadata
+        name, namespace, uid = meta["name"], meta["namespace"], meta["uid"]
+        deployment = deployment_name(name, action.version)
+        deployment_uid = self._deployment_uids.get((namespace, deployment))
+        owner = owner_deployment(deployment, deployment_uid) if deployment_uid else owner_reference(name, uid)
+        service = version_service_manifest(
+            md_name=name, namespace=namespace, spec=md.spec, version=action.version, owner=owner
+        )
+        call(
+            f"apply services in {namespace}",
+            self.core.patch_namespaced_service,
+            service["metadata"]["name"],
+            namespace,
+            service,
+            field_manager=FIELD_MANAGER,
+            force=True,
+            _content_type=APPLY,
+        )
+        job = smoke_job_manifest(
+            md_name=name,
+            md_uid=uid,
+            namespace=namespace,
+            spec=md.spec,
+            version=action.version,
+            uri=action.uri,
+            attempt=action.attempt,
+        )
+        try:
+            call(f"create jobs.batch in {namespace}", self.batch.create_namespaced_job, namespace, job)
+        except Conflict:
+            log.info("smoke test job %s already exists: following it", job["metadata"]["name"])
 
     def write_status(self, body: dict[str, Any], status: dict[str, Any]) -> dict[str, Any]:
         """Replace the status, guarded by the resourceVersion read: a concurrent change is a Conflict."""

@@ -45,6 +45,10 @@ PERMISSIONS: tuple[Permission, ...] = (
     ),
     Permission("", "services", ("get", "create", "patch"), "one Service over every version"),
     Permission("", "secrets", ("get",), "Prometheus bearer token and CA referenced by the spec"),
+    Permission("batch", "jobs", ("get", "create"), "smoke-test Jobs (spec.rollout.smokeTest), by name"),
+    Permission(
+        "", "pods", ("list",), "a finished smoke test's exit code and output tail (termination message)"
+    ),
     Permission("", "events", ("create",), "audit trail (core/v1 Events, Canaria's and kopf's)"),
     Permission(
         "",

@@ -9,6 +9,7 @@ for an instant revert) takes no traffic. Switching the selector moves traffic wi
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 from typing import Any
 
@@ -38,6 +39,12 @@ def owner_reference(md_name: str, md_uid: str) -> dict[str, Any]:
         "uid": md_uid,
         "controller": True,
     }
+
+
+def owner_deployment(name: str, uid: str) -> dict[str, Any]:
+    """Makes a version's Deployment the owner of what exists only for that version (its own Service), so
+    the garbage collector removes it with the Deployment."""
+    return {"apiVersion": "apps/v1", "kind": "Deployment", "name": name, "uid": uid}
 
 
 def _with_model_env(container: dict[str, Any], env: dict[str, str]) -> dict[str, Any]:
@@ -154,5 +161,101 @@ def service_manifest(
                     "protocol": "TCP",
                 }
             ],
+        },
+    }
+
+
+# -------------------------------------------------------------------------------------- smoke tests
+
+SMOKE_LABEL = f"{GROUP}/smoke-test"
+
+
+def version_service_name(md_name: str, version: str) -> str:
+    """One version's own Service: the address a smoke test calls, whatever the traffic split."""
+    return deployment_name(md_name, version)
+
+
+def smoke_job_name(md_name: str, version: str, attempt: int) -> str:
+    """`<name>-<version>-smoke-<attempt>`, shortened with a hash to a DNS label when too long."""
+    name = f"{md_name}-{version}-smoke-{attempt}"
+    if len(name) <= 63:
+        return name
+    digest = hashlib.sha256(name.encode()).hexdigest()[:8]
+    suffix = f"-smoke-{attempt}-{digest}"
+    return f"{md_name}-{version}"[: 63 - len(suffix)].rstrip("-") + suffix
+
+
+def version_service_manifest(
+    *, md_name: str, namespace: str, spec: ModelDeploymentSpec, version: str, owner: dict[str, Any]
+) -> dict[str, Any]:
+    """The Service selecting one version's Pods only (owned by `owner`: the version's Deployment)."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {
+            "name": version_service_name(md_name, version),
+            "namespace": namespace,
+            "labels": {"app.kubernetes.io/managed-by": "canaria", MD_LABEL: md_name, VERSION_LABEL: version},
+            "ownerReferences": [owner],
+        },
+        "spec": {
+            "selector": {MD_LABEL: md_name, VERSION_LABEL: version},
+            "ports": [
+                {
+                    "name": "http",
+                    "port": spec.service.port,
+                    "targetPort": spec.service.target_port,
+                    "protocol": "TCP",
+                }
+            ],
+        },
+    }
+
+
+def smoke_job_manifest(
+    *,
+    md_name: str,
+    md_uid: str,
+    namespace: str,
+    spec: ModelDeploymentSpec,
+    version: str,
+    uri: str,
+    attempt: int,
+) -> dict[str, Any]:
+    """The smoke-test Job of one version: the user's Pod template with TARGET_URL (the version's own
+    Service) and MODEL_*; one Pod, no retries, time-limited, removed some time after it finished."""
+    smoke = spec.rollout.smoke_test
+    assert smoke is not None, "a smoke test Job needs spec.rollout.smokeTest"
+    labels = {
+        "app.kubernetes.io/managed-by": "canaria",
+        MD_LABEL: md_name,
+        VERSION_LABEL: version,
+        SMOKE_LABEL: str(attempt),
+    }
+    template = copy.deepcopy(smoke.template)
+    meta = template.setdefault("metadata", {})
+    meta["labels"] = {**(meta.get("labels") or {}), **labels}
+    target = f"http://{version_service_name(md_name, version)}.{namespace}.svc:{spec.service.port}"
+    env = {"TARGET_URL": target, "MODEL_NAME": spec.model.name, "MODEL_VERSION": version, "MODEL_URI": uri}
+    pod = template.setdefault("spec", {})
+    pod.setdefault("restartPolicy", "Never")
+    pod["containers"] = [
+        {"terminationMessagePolicy": "FallbackToLogsOnError", **_with_model_env(c, env)}
+        for c in pod.get("containers") or []
+    ]
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {
+            "name": smoke_job_name(md_name, version, attempt),
+            "namespace": namespace,
+            "labels": labels,
+            "ownerReferences": [owner_reference(md_name, md_uid)],
+        },
+        "spec": {
+            "backoffLimit": 0,
+            "activeDeadlineSeconds": max(int(smoke.timeout_seconds), 1),
+            "ttlSecondsAfterFinished": int(smoke.cleanup_after_seconds),
+            "template": template,
         },
     }
