@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -34,6 +35,29 @@ def wait_for(what: str, probe: Callable[[], T], timeout: float = 60.0, interval:
             return last
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}; last: {last!r}")
+
+
+class Sampler:
+    """Calls `probe` every 50 ms in a thread while in its `with` block; `values` holds what it returned
+    (what a poll in the test's own thread could miss between two of its steps)."""
+
+    def __init__(self, probe: Callable[[], Any]) -> None:
+        self.probe, self.values = probe, list[Any]()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.values.append(self.probe())
+            self._stop.wait(0.05)
+
+    def __enter__(self) -> Sampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(5)
 
 
 def absent(read: Callable[[], Any]) -> bool:

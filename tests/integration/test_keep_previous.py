@@ -7,13 +7,12 @@ dropping, and its Pods being the very same ones (same UIDs) before and after.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable
 
 from canaria.sandbox.kubelet import Kubelet
 from canaria.sandbox.processes import OperatorProcess
 
-from .harness import ModelDeployments, absent, model_deployment, wait_for
+from .harness import ModelDeployments, Sampler, absent, model_deployment, wait_for
 
 VERSION_LABEL = "canaria.dev/version"
 
@@ -21,31 +20,6 @@ VERSION_LABEL = "canaria.dev/version"
 def pod_uids(mds: ModelDeployments, version: str) -> set[str]:
     pods = mds.core.list_namespaced_pod(mds.namespace, label_selector=f"{VERSION_LABEL}={version}").items
     return {p.metadata.uid for p in pods if p.metadata.deletion_timestamp is None}
-
-
-class ReadySampler:
-    """Samples a Deployment's readyReplicas every 50 ms in a thread; `lowest` is the least seen."""
-
-    def __init__(self, mds: ModelDeployments, deployment: str) -> None:
-        self.apps, self.namespace, self.deployment = mds.apps, mds.namespace, deployment
-        self.lowest: int | None = None
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            status = self.apps.read_namespaced_deployment_status(self.deployment, self.namespace).status
-            ready = status.ready_replicas or 0
-            self.lowest = ready if self.lowest is None else min(self.lowest, ready)
-            self._stop.wait(0.05)
-
-    def __enter__(self) -> ReadySampler:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(5)
 
 
 def test_rollback_within_the_window_moves_traffic_with_no_pod_start_and_after_the_window_it_is_gone(
@@ -71,11 +45,16 @@ def test_rollback_within_the_window_moves_traffic_with_no_pod_start_and_after_th
     warm_pods = pod_uids(mds, "v1")
     assert len(warm_pods) == 2
 
-    with ReadySampler(mds, "fraud-v1") as sampler:
+    def v1_ready() -> int:
+        return (
+            mds.apps.read_namespaced_deployment_status("fraud-v1", mds.namespace).status.ready_replicas or 0
+        )
+
+    with Sampler(v1_ready) as sampler:
         mds.set_version("fraud", "v1")
         status = mds.wait_phase("fraud", "Healthy", stable="v1", lastKnownGood="v1")
         wait_for("traffic on v1 alone", lambda: mds.serving("fraud") == {"v1": 2}, interval=0.05)
-    assert sampler.lowest == 2, f"v1's readyReplicas dropped to {sampler.lowest}"
+    assert sampler.values and min(sampler.values) == 2, f"v1's readyReplicas dropped: {sampler.values}"
     assert pod_uids(mds, "v1") == warm_pods, "v1's Pods were replaced"
     rolled_back = status["history"][-1]
     assert rolled_back["reason"] == "RolledBack" and "kept warm" in rolled_back["message"]

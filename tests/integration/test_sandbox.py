@@ -97,6 +97,10 @@ def _assert_story(out: str, tmp_path: Path) -> None:
     assert "Event audit trail — kubectl get events -n canaria-sandbox" in out
     assert re.search(r"Warning\s*│\s*AnalysisFail\s*│\s*fraud v3: error-rate=0\.\d+", out), out
     assert re.search(r"Warning\s*│\s*RolledBack\s*│\s*fraud reverted v3 → v2", out), out
+    # the examples' smoke test ran before each canary's traffic and proved the revert's v2
+    assert re.search(r"Normal\s*│\s*SmokeTestPassed\s*│\s*fraud v3 passed its smoke test", out), out
+    assert re.search(r"Normal\s*│\s*RollbackVerified\s*│\s*fraud v2 restored and proven", out), out
+    assert re.search(r"rollback proven by the smoke test against v2: job fraud-v2-smoke-\d+, exit", out), out
     assert "Shortened for the sandbox" in out and "analysis interval → 1s" in out
 
 

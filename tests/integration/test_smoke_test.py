@@ -9,7 +9,6 @@ Pod's phase; nothing about the outcome is mocked.
 from __future__ import annotations
 
 import sys
-import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -22,7 +21,7 @@ from canaria.sandbox.kubelet import RUN_LABEL, Kubelet
 from canaria.sandbox.processes import OperatorProcess
 from canaria.sandbox.simulator import ModelServerSimulator
 
-from .harness import ModelDeployments, model_deployment, wait_for
+from .harness import ModelDeployments, Sampler, model_deployment, wait_for
 
 SCRIPT = Path(__file__).with_name("smoke_check.py")
 VERSION_LABEL = "canaria.dev/version"
@@ -55,29 +54,6 @@ def jobs(mds: ModelDeployments, version: str) -> list[Any]:
     )
 
 
-class SelectorSampler:
-    """Samples the model Service's selector every 50 ms: which versions could have had traffic."""
-
-    def __init__(self, mds: ModelDeployments) -> None:
-        self.mds, self.seen = mds, set[str | None]()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            selector = self.mds.core.read_namespaced_service("fraud", self.mds.namespace).spec.selector
-            self.seen.add(selector.get(VERSION_LABEL))
-            self._stop.wait(0.05)
-
-    def __enter__(self) -> SelectorSampler:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(5)
-
-
 def test_a_failing_smoke_test_refuses_before_traffic_a_passing_one_proceeds_even_across_a_restart(
     mds: ModelDeployments,
     start_operator: Callable[..., OperatorProcess],
@@ -90,10 +66,14 @@ def test_a_failing_smoke_test_refuses_before_traffic_a_passing_one_proceeds_even
     mds.wait_phase("fraud", "Healthy", stable="v1")
 
     server.set_version("v2", psi=0.5)
-    with SelectorSampler(mds) as sampler:
+
+    def selected() -> str | None:
+        return mds.core.read_namespaced_service("fraud", mds.namespace).spec.selector.get(VERSION_LABEL)
+
+    with Sampler(selected) as sampler:
         mds.set_version("fraud", "v2")
         status = mds.wait_phase("fraud", "Failed", timeout=60)
-    assert sampler.seen == {"v1"}, f"the Service selected {sampler.seen} while v2 was tested"
+    assert set(sampler.values) == {"v1"}, f"the Service selected {set(sampler.values)} while v2 was tested"
     assert status["stable"]["version"] == "v1" and status["rejected"]["reason"] == "SmokeTestFailed"
     record = status["smokeTest"]
     assert (record["purpose"], record["phase"], record["exitCode"]) == ("BeforeTraffic", "Failed", 3)

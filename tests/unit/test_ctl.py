@@ -671,3 +671,24 @@ def test_kubeconfig_context_gives_namespace_and_user(tmp_path: Any, monkeypatch:
     assert Session.open(str(kubeconfig), "dev", "other").namespace == "other"
     with pytest.raises(CtlError, match="context nope not found"):
         Session.open(str(kubeconfig), "nope", None)
+
+
+def test_status_shows_what_is_kept_warm_and_until_when() -> None:
+    world = healthy_world(rollout={"keepPrevious": {"for": "30m", "replicas": 2}})
+    world.release("v2")
+    world.run_until(lambda w: w.stable == "v2" and w.status.warm is not None, step=5)
+    out = text(render_status(res(world), world.now))
+    until = world.status.warm.until.strftime("%Y-%m-%d %H:%M:%S")
+    assert f"warm           v1       s3://models/fraud/v1  2 replicas ready, no traffic, until {until}" in out
+
+
+def test_status_shows_the_smoke_test_verdict_with_exit_code_and_output() -> None:
+    container = {"name": "t", "image": "curl", "command": ["t"]}
+    world = healthy_world(rollout={"smokeTest": {"template": {"spec": {"containers": [container]}}}})
+    world.smoke_exit["v2"] = 3
+    world.release("v2")
+    world.run_until(lambda w: w.phase == "Failed", step=1, limit=120)
+    out = text(render_status(res(world), world.now))
+    assert "smoke test before traffic: v2 Failed (job job-v2-1, exit code 3 (Error): GET /predict" in out
+    assert "rejected       v2       SmokeTestFailed: " in out
+    assert "next: refused by its smoke test: spec still names v2" in out

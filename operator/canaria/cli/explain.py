@@ -93,7 +93,9 @@ def _what_next(
             f"reverts to {lkg or 'the last known good version'}"
         )
     if rejected is not None and rejected.version == desired and canary is None:
-        what = "refused by gates" if rejected.reason == "GateFailed" else "reverted"
+        what = {"GateFailed": "refused by gates", "SmokeTestFailed": "refused by its smoke test"}.get(
+            rejected.reason, "reverted"
+        )
         serving = f"{stable} keeps serving; " if stable else ""
         return (
             f"{what}: spec still names {desired}; {serving}change the spec "

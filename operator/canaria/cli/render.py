@@ -17,6 +17,7 @@ from canaria.cli.explain import fmt_clock, next_step, pending_command, step_text
 from canaria.cli.history import parse_time
 from canaria.cli.session import Resource
 from canaria.core.api import Lineage, Metric, MetricResult, Phase, Verdict, VersionRef, describe_bounds
+from canaria.core.engine import smoke_verdict_text
 
 PHASE_STYLE = {
     Phase.HEALTHY: "green",
@@ -148,6 +149,15 @@ def render_status(res: Resource, now: datetime, *, prog: str = "canaria", tz: tz
     ):
         if record is not None:
             versions.add_row(*_version_row(role, record, tz))
+    if (warm := status.warm) is not None:
+        until = f"until {fmt_time(warm.until, tz)}" if warm.until else "until the bake ends"
+        versions.add_row(
+            Text("warm"),
+            Text(warm.version, style="bold"),
+            _text(warm.uri),
+            Text(f"{warm.replicas} replicas ready, no traffic, {until}"),
+            Text(fmt_time(warm.since, tz)),
+        )
     if (rejected := status.rejected) is not None:
         versions.add_row(
             Text("rejected", style="red"),
@@ -160,6 +170,15 @@ def render_status(res: Resource, now: datetime, *, prog: str = "canaria", tz: tz
     if versions.row_count:
         parts += [Text(""), versions]
     parts += [Text(""), *_analysis_view(res, tz)]
+    if (smoke := status.smoke_test) is not None:
+        what = "before traffic" if smoke.purpose == "BeforeTraffic" else "after the rollback"
+        line = Text(f"smoke test {what}: {smoke.version} ")
+        line.append(smoke.phase, style={"Passed": "green", "Failed": "red"}.get(smoke.phase, ""))
+        if smoke.phase in ("Passed", "Failed"):
+            line.append(f" ({smoke_verdict_text(smoke)}) at {fmt_time(smoke.finished_at, tz)}")
+        elif smoke.started_at is not None:
+            line.append(f" since {fmt_time(smoke.started_at, tz)}")
+        parts += [Text(""), line]
     if (command := status.last_command) is not None:
         line = Text(f"last command: {command.action} by {command.user or 'unknown'}")
         if command.reason:

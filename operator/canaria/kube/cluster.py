@@ -454,16 +454,8 @@ class Cluster:
         service = version_service_manifest(
             md_name=name, namespace=namespace, spec=md.spec, version=action.version, owner=owner
         )
-        call(
-            f"apply services in {namespace}",
-            self.core.patch_namespaced_service,
-            service["metadata"]["name"],
-            namespace,
-            service,
-            field_manager=FIELD_MANAGER,
-            force=True,
-            _content_type=APPLY,
-        )
+        what = f"apply services {namespace}/{service['metadata']['name']}"
+        self._apply(what, self.core.patch_namespaced_service, service, dry_run=False)
         job = smoke_job_manifest(
             md_name=name,
             md_uid=uid,

@@ -136,6 +136,12 @@ def baseline_manifest(stable: dict[str, Any], *, replicas: int) -> dict[str, Any
     }
 
 
+def _ports(spec: ModelDeploymentSpec) -> list[dict[str, Any]]:
+    return [
+        {"name": "http", "port": spec.service.port, "targetPort": spec.service.target_port, "protocol": "TCP"}
+    ]
+
+
 def service_manifest(
     *, md_name: str, md_uid: str, namespace: str, spec: ModelDeploymentSpec, version: str | None = None
 ) -> dict[str, Any]:
@@ -153,14 +159,7 @@ def service_manifest(
         },
         "spec": {
             "selector": selector,
-            "ports": [
-                {
-                    "name": "http",
-                    "port": spec.service.port,
-                    "targetPort": spec.service.target_port,
-                    "protocol": "TCP",
-                }
-            ],
+            "ports": _ports(spec),
         },
     }
 
@@ -200,14 +199,7 @@ def version_service_manifest(
         },
         "spec": {
             "selector": {MD_LABEL: md_name, VERSION_LABEL: version},
-            "ports": [
-                {
-                    "name": "http",
-                    "port": spec.service.port,
-                    "targetPort": spec.service.target_port,
-                    "protocol": "TCP",
-                }
-            ],
+            "ports": _ports(spec),
         },
     }
 

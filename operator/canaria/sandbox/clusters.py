@@ -42,6 +42,8 @@ class Listener(Protocol):
     def deployment(self, kind: str, body: dict[str, Any]) -> None: ...
     def service(self, kind: str, body: dict[str, Any]) -> None: ...
     def model(self, body: dict[str, Any]) -> None: ...
+    def service_address(self, namespace: str, name: str) -> str | None: ...
+    async def run_job(self, job: dict[str, Any]) -> tuple[int, str]: ...
 
 
 class NoControlPlane(RuntimeError):
@@ -87,7 +89,9 @@ def control_plane_cluster(assets: Path, work: Path, listener: Listener) -> Itera
         plane.start()
         api = config.new_client_from_config(config_file=str(plane.kubeconfig))
         stack.callback(api.close)
-        stack.callback(Kubelet(api).start().stop)
+        # a Job's Pod (a smoke test) runs as a local process, its Service URLs on the simulated servers
+        kubelet = Kubelet(api, run_locally=_owned_by_a_job, resolve_service=listener.service_address)
+        stack.callback(kubelet.start().stop)
         stack.callback(_Poller(api, listener).start().stop)
 
         def kubeconfig(path: Path, namespace: str) -> Path:
@@ -106,6 +110,10 @@ def control_plane_cluster(assets: Path, work: Path, listener: Listener) -> Itera
             kubeconfig,
             emulated=False,
         )
+
+
+def _owned_by_a_job(pod: Any) -> bool:
+    return any(owner.kind == "Job" for owner in pod.metadata.owner_references or [])
 
 
 class _Poller:
@@ -177,7 +185,7 @@ def emulated_cluster(ready_delay: float, listener: Listener) -> Iterator[Sandbox
         elif resource.group == GROUP and resource.plural == PLURAL and kind != "DELETED":
             listener.model(body)
 
-    emulator = EmulatorThread(ready_delay=ready_delay, listeners=[on_event])
+    emulator = EmulatorThread(ready_delay=ready_delay, listeners=[on_event], job_runner=listener.run_job)
     try:
         emulator.start()
         yield SandboxCluster(

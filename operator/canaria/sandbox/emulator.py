@@ -30,7 +30,10 @@ everything Canaria, kopf, the kubernetes client and ``kubectl get`` rely on:
   the reference instead);
 - **controllers**: a tiny Deployment controller sets ``status.replicas/readyReplicas/updatedReplicas/
   availableReplicas/observedGeneration`` and the Available/Progressing conditions ``ready_delay``
-  seconds after a Deployment's spec changes (every Pod becomes ready at once: there are no Pods);
+  seconds after a Deployment's spec changes (every Pod becomes ready at once: there are no Pods); a
+  tiny Job controller hands a new Job to ``job_runner`` (the sandbox runs its command as a local
+  process), then records its one Pod, terminated with the exit code and output tail, and the Job's
+  Complete or Failed condition;
 - **namespaces**: ``/api/v1/namespaces[/NAME]`` (a 500 in kmock's URL parsing) answers with the
   namespaces in use; creating a CRD registers its resource for discovery;
 - **memory**: kmock's request log and per-object history are capped;
@@ -40,7 +43,7 @@ everything Canaria, kopf, the kubernetes client and ``kubectl get`` rely on:
 
 Not emulated (the sandbox needs none of it): authentication and RBAC, schema validation of other
 resources and defaulting, admission, pagination (a list
-returns everything), Pods, ReplicaSets, Endpoints.
+returns everything), Pods (but the one a finished Job ran), ReplicaSets, Endpoints.
 """
 
 from __future__ import annotations
@@ -55,7 +58,7 @@ import random
 import re
 import threading
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -100,6 +103,10 @@ NAMESPACES = kmock.resource("", "v1", "namespaces")
 CRDS = kmock.resource("apiextensions.k8s.io", "v1", "customresourcedefinitions")
 SERVICES = kmock.resource("", "v1", "services")
 EVENTS = kmock.resource("", "v1", "events")
+JOBS = kmock.resource("batch", "v1", "jobs")
+PODS = kmock.resource("", "v1", "pods")
+#: Runs a Job (its body) to the end: (exit code, tail of its output).
+JobRunner = Callable[[dict[str, Any]], Awaitable[tuple[int, str]]]
 
 
 def now_rfc3339() -> str:
@@ -363,6 +370,7 @@ class SandboxEmulator(kmock.KubernetesEmulator):
     event_log_limit: int = 2000  # watch events kept per resource for resuming watches
     event_ttl: float = 3600.0  # Events are deleted after this long (kube-apiserver's --event-ttl)
     listeners: list[Listener] = attrs.field(factory=list)
+    job_runner: JobRunner | None = None
 
     _rv: int = attrs.field(default=0, init=False)
     _events: dict[kmock.resource, collections.deque[tuple[int, dict[str, Any]]]] = attrs.field(
@@ -754,6 +762,81 @@ class SandboxEmulator(kmock.KubernetesEmulator):
             self._schedule_deployment(key)
         if resource == CRDS:
             self._register_crd(new)
+        if resource == JOBS and old is None and self.job_runner is not None:
+            asyncio.get_running_loop().create_task(self._run_job(key))
+
+    # -- the tiny Job controller --------------------------------------------------------------------
+
+    async def _run_job(self, key: ObjectKey) -> None:
+        """Run the Job, then record its Pod (terminated as a kubelet reports it) and its verdict."""
+        job = self._current(key)
+        if job is None or self.job_runner is None:
+            return
+        try:
+            code, output = await self.job_runner(copy.deepcopy(job))
+        except Exception as exc:  # the command could not start: a failed container, as a kubelet says
+            code, output = 128, f"could not run the Job's command: {exc}"
+        async with self._lock:
+            job = self._current(key)
+            if job is None:
+                return
+            stamp = now_rfc3339()
+            namespace, name = key[1], key[2]
+            template = copy.deepcopy((job.get("spec") or {}).get("template") or {})
+            container = ((template.get("spec") or {}).get("containers") or [{}])[0]
+            labels = {
+                **((template.get("metadata") or {}).get("labels") or {}),
+                "batch.kubernetes.io/job-name": name,
+            }
+            owner = {"apiVersion": "batch/v1", "kind": "Job", "name": name, "uid": job["metadata"]["uid"]}
+            pod_name = f"{name}-{''.join(random.choices(_NAME_ALPHABET, k=5))}"
+            terminated = {
+                "exitCode": code,
+                "reason": "Completed" if code == 0 else "Error",
+                "message": output,
+            }
+            pod = {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": {
+                    "name": pod_name,
+                    "namespace": namespace,
+                    "labels": labels,
+                    "ownerReferences": [{**owner, "controller": True}],
+                    "uid": str(uuid.uuid4()),
+                    "creationTimestamp": stamp,
+                    "resourceVersion": self._next_rv(),
+                },
+                "spec": template.get("spec") or {},
+                "status": {
+                    "phase": "Succeeded" if code == 0 else "Failed",
+                    "containerStatuses": [
+                        {
+                            "name": container.get("name", ""),
+                            "image": container.get("image", ""),
+                            "imageID": "",
+                            "ready": False,
+                            "restartCount": 0,
+                            "state": {"terminated": terminated},
+                        }
+                    ],
+                },
+            }
+            self._store((PODS, namespace, pod_name), pod)
+            self._publish("ADDED", PODS, pod)
+            verdict = "Complete" if code == 0 else "Failed"
+            reason = "Completed" if code == 0 else "BackoffLimitExceeded"
+            new = copy.deepcopy(job)
+            new["status"] = {
+                "startTime": job["metadata"].get("creationTimestamp", stamp),
+                "succeeded" if code == 0 else "failed": 1,
+                "conditions": [
+                    {"type": verdict, "status": "True", "reason": reason, "lastTransitionTime": stamp}
+                ],
+            }
+            new["metadata"]["resourceVersion"] = self._next_rv()
+            self._store(key, new)
+            self._publish("MODIFIED", JOBS, new)
 
     # -- the tiny Deployment controller -----------------------------------------------------------
 
@@ -1411,6 +1494,7 @@ CORE_RESOURCES: dict[str, dict[str, Any]] = {
     "v1/configmaps": dict(kind="ConfigMap", singular="configmap", namespaced=True, shortnames={"cm"}),
     "v1/pods": dict(kind="Pod", singular="pod", namespaced=True, shortnames={"po"}, subresources={"status"}),
     "v1/namespaces": dict(kind="Namespace", singular="namespace", namespaced=False, shortnames={"ns"}),
+    "batch/v1/jobs": dict(kind="Job", singular="job", namespaced=True, subresources={"status"}),
     "apiextensions.k8s.io/v1/customresourcedefinitions": dict(
         kind="CustomResourceDefinition", singular="customresourcedefinition", namespaced=False,
         shortnames={"crd", "crds"}, subresources={"status"},

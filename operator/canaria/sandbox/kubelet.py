@@ -40,6 +40,25 @@ RUN_LABEL = "test.canaria.dev/run"  # value "local": run the Pod's command as a 
 MESSAGE_LIMIT = 2048  # bytes of output kept as the termination message, as the kubelet keeps
 
 
+_SERVICE_URL = re.compile(r"(?<=://)([a-z0-9-]+)(?:\.([a-z0-9-]+))?\.svc(?:\.cluster\.local)?(?::\d+)?")
+
+
+def resolve_service_urls(value: str, namespace: str, lookup: Callable[[str, str], str | None]) -> str:
+    """`value` with each URL naming a Service (``http://NAME[.NAMESPACE].svc[:PORT]``) pointed at the
+    loopback address `lookup(namespace, name)` gives (unchanged where it gives None): cluster DNS and
+    kube-proxy, for processes run on this machine."""
+
+    def local(match: re.Match[str]) -> str:
+        return lookup(match.group(2) or namespace, match.group(1)) or match.group(0)
+
+    return _SERVICE_URL.sub(local, value)
+
+
+def _local_label(pod: Any) -> bool:
+    """Default: a Pod runs as a local process when labelled ``test.canaria.dev/run: local``."""
+    return (pod.metadata.labels or {}).get(RUN_LABEL) == "local"
+
+
 def _never(pod: Any) -> bool:
     """Default predicate: every Pod becomes Ready."""
     return False
@@ -63,8 +82,12 @@ class Kubelet:
         node_name: str = NODE_NAME,
         interval: float = 0.2,
         never_ready: Callable[[Any], bool] = _never,
+        run_locally: Callable[[Any], bool] = _local_label,
+        resolve_service: Callable[[str, str], str | None] | None = None,
     ) -> None:
-        """``api`` needs rights to bind Pods, patch their status, delete them and create Nodes (admin)."""
+        """``api`` needs rights to bind Pods, patch their status, delete them and create Nodes (admin).
+        ``run_locally(pod)`` chooses the Pods whose command runs as a local process; a Service URL in
+        their env reaches ``services[(namespace, name)]``, else ``resolve_service(namespace, name)``."""
         self.core = client.CoreV1Api(api)
         self.node_name = node_name
         self.interval = interval
@@ -78,6 +101,8 @@ class Kubelet:
         self._passed = threading.Condition()
         #: (namespace, Service name) → "127.0.0.1:PORT" that a locally run Pod reaches for that Service
         self.services: dict[tuple[str, str], str] = {}
+        self.run_locally = run_locally
+        self.resolve_service = resolve_service
         self._processes: dict[str, tuple[subprocess.Popen[bytes], Any]] = {}  # Pod uid → process, output
         self.started: list[str] = []  # names of the Pods run locally, in order (for assertions)
 
@@ -198,7 +223,7 @@ class Kubelet:
             self._bind(pod)
         elif spec.node_name != self.node_name:
             return
-        if (meta.labels or {}).get(RUN_LABEL) == "local":
+        if self.run_locally(pod):
             self._run_locally(pod)
             return
         ready = not self.never_ready(pod)
@@ -239,15 +264,15 @@ class Kubelet:
         del self._processes[uid]
 
     def _resolve(self, pod: Any, value: str) -> str:
-        """A Service URL the test mapped points at the mapped loopback address."""
+        """A Service URL the test mapped (or the resolver knows) points at its loopback address."""
 
-        def local(match: re.Match[str]) -> str:
-            name, namespace = match.group(1), match.group(2) or pod.metadata.namespace
-            return self.services.get((namespace, name), match.group(0))
+        def lookup(namespace: str, name: str) -> str | None:
+            found = self.services.get((namespace, name))
+            if found is None and self.resolve_service is not None:
+                found = self.resolve_service(namespace, name)
+            return found
 
-        return re.sub(
-            r"(?<=://)([a-z0-9-]+)(?:\.([a-z0-9-]+))?\.svc(?:\.cluster\.local)?(?::\d+)?", local, value
-        )
+        return resolve_service_urls(value, pod.metadata.namespace, lookup)
 
     def _kill(self, uid: str) -> None:
         entry = self._processes.pop(uid, None)

@@ -16,9 +16,11 @@ Teardown is the reverse order: operator, Kubernetes, Prometheus, simulators.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import logging
+import os
 import shutil
 import signal
 import tempfile
@@ -45,6 +47,7 @@ from canaria.sandbox.clusters import (
     find_control_plane,
 )
 from canaria.sandbox.controlplane import ControlPlaneError
+from canaria.sandbox.kubelet import resolve_service_urls
 from canaria.sandbox.localprom import (
     LocalPrometheus,
     PrometheusNotFound,
@@ -115,6 +118,45 @@ class Traffic:
         versions = self.ready.get(service, {})
         self.simulator(service).set_replicas({v: n for v, n in versions.items() if only is None or v == only})
 
+    def service_address(self, namespace: str, name: str) -> str | None:
+        """Where a model's Service, or one version's (``<model>-<version>``), is served here: that
+        model's simulated server."""
+        with self._lock:
+            model = next((m for m in self.simulators if name == m or name.startswith(f"{m}-")), None)
+            return self.simulators[model].target if model else None
+
+    async def run_job(self, job: dict[str, Any]) -> tuple[int, str]:
+        """The emulator's Job runner: the first container's command as a local process, with its env and
+        a URL naming a model's Service (``http://<name>[-<version>].<ns>.svc:<port>``) pointed at that
+        model's simulated server; stopped at activeDeadlineSeconds. (exit code, output tail)."""
+        spec = job.get("spec") or {}
+        container = (((spec.get("template") or {}).get("spec") or {}).get("containers") or [{}])[0]
+
+        env = {
+            **os.environ,
+            **{
+                e["name"]: resolve_service_urls(str(e.get("value", "")), "", self.service_address)
+                for e in container.get("env") or []
+            },
+        }
+        process = await asyncio.create_subprocess_exec(
+            *(container.get("command") or []),
+            *(container.get("args") or []),
+            env=env,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+        try:
+            output, _ = await asyncio.wait_for(
+                process.communicate(), spec.get("activeDeadlineSeconds") or 300
+            )
+        except TimeoutError:
+            process.kill()
+            await process.wait()
+            return 137, "DeadlineExceeded: killed at activeDeadlineSeconds"
+        return process.returncode or 0, output[-2048:].decode(errors="replace")
+
     def replicas(self, service: str) -> dict[str, int]:
         with self._lock:
             return dict(self.ready.get(service, {}))
@@ -143,8 +185,8 @@ class Traffic:
     def service(self, kind: str, body: dict[str, Any]) -> None:
         """The model's Service: the one version it selects, if it selects one."""
         meta = body.get("metadata") or {}
-        if MD_LABEL not in (meta.get("labels") or {}) or kind == "DELETED":
-            return
+        if (meta.get("labels") or {}).get(MD_LABEL) != meta.get("name") or kind == "DELETED":
+            return  # not the model's Service (a version's own, for its smoke test) or gone
         with self._lock:
             selector = (body.get("spec") or {}).get("selector") or {}
             self.selected[meta["name"]] = selector.get(VERSION_LABEL)

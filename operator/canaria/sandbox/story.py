@@ -92,6 +92,30 @@ class Script:
     shortened: list[str]
 
 
+#: The examples' smoke test: the version's own Service answers (a real test would call the model). Run
+#: by the sandbox as a local process (python3), in a cluster by the Job's image.
+SMOKE_TEST: dict[str, Any] = {
+    "timeout": "1m",
+    "template": {
+        "spec": {
+            "containers": [
+                {
+                    "name": "smoke",
+                    "image": "python:3.12-slim",
+                    "command": [
+                        "python3",
+                        "-c",
+                        "import os, urllib.request; "
+                        "urllib.request.urlopen(os.environ['TARGET_URL'] + '/metrics', timeout=10); "
+                        "print(os.environ['MODEL_VERSION'], 'answers at', os.environ['TARGET_URL'])",
+                    ],
+                }
+            ]
+        }
+    },
+}
+
+
 def builtin_bodies() -> list[dict[str, Any]]:
     """Three ModelDeployments as a team would write them (production waits; the sandbox shortens them)."""
 
@@ -167,6 +191,7 @@ def builtin_bodies() -> list[dict[str, Any]]:
                         ],
                     },
                     "bake": "30m",
+                    "smokeTest": copy.deepcopy(SMOKE_TEST),
                 },
             },
         }
@@ -314,6 +339,7 @@ class ActResult:
     weights: list[int] = field(default_factory=list)
     failing: list[dict[str, Any]] = field(default_factory=list)
     passing: list[dict[str, Any]] = field(default_factory=list)
+    proof: dict[str, Any] | None = None  # the smoke test of the version a revert restored
 
 
 @dataclass
@@ -558,7 +584,11 @@ class Story:
                 return False
             return None
         if phase == "Reverted" and rejected == act.version and stable == good and stable != act.version:
-            return True
+            proof = status.get("smokeTest") or {}
+            tested = (act.body["spec"].get("rollout") or {}).get("smokeTest")
+            # with a smoke test, the act ends once it proved (or failed to prove) the restored version
+            verdict = proof.get("purpose") == "AfterRollback" and proof.get("phase") in ("Passed", "Failed")
+            return True if not tested or verdict else None
         if phase == "Healthy" and good == act.version:
             return False
         return None
@@ -592,6 +622,8 @@ class Story:
             time.sleep(0.2)
         result.finished = self._since()
         status = self.md.get("status") or {}
+        if result.ok and act.expect == "reverted":
+            result.proof = status.get("smokeTest")
         if result.ok:
             done = {"healthy": "serving", "promoted": "promoted", "reverted": "reverted"}[act.expect]
             self.progress.update(task, completed=100, note=done)
@@ -694,6 +726,16 @@ def render_summary(story: StoryResult, script: Script, footer: list[str]) -> Ren
                     f" ({runs.group(1)} failed runs in a row, failureLimit {runs.group(2)})", style="green"
                 )
             lines.append(line)
+            if (proof := result.proof) is not None:
+                passed = proof.get("phase") == "Passed"
+                lines.append(
+                    Text(
+                        f"  rollback {'proven' if passed else 'NOT proven'} by the smoke test against "
+                        f"{proof.get('version')}: job {proof.get('job')}, exit code {proof.get('exitCode')}"
+                        + (f" ({(proof.get('log') or '').strip()})" if proof.get("log") else ""),
+                        style="green" if passed else "bold red",
+                    )
+                )
     missing = 3 - len(story.acts)
     for act in script.acts[len(story.acts) :] if missing else []:
         lines.append(Text(f"- {act.title}: not played", style="dim"))
