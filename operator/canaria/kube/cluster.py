@@ -224,7 +224,7 @@ class Cluster:
             baseline=baseline,
             service_ports=service_ports,
             service_version=service_version,
-            smoke_test=self._smoke_test(namespace, name, body.get("status") or {}),
+            smoke_test=self._smoke_test(namespace, name, uid, body.get("status") or {}),
             command=command,
             change_reason=change_reason(meta.get("annotations"), body["spec"]["model"]["version"]),
             changed_by=_changed_by(meta),
@@ -244,7 +244,9 @@ class Cluster:
         version = (service.spec.selector or {}).get(VERSION_LABEL)
         return (port.port, port.target_port if isinstance(port.target_port, int) else -1), version
 
-    def _smoke_test(self, namespace: str, name: str, status: dict[str, Any]) -> SmokeTestObservation | None:
+    def _smoke_test(
+        self, namespace: str, name: str, uid: str, status: dict[str, Any]
+    ) -> SmokeTestObservation | None:
         """The Job of the smoke test status says is running: its outcome, and the test container's exit
         code and output tail (its termination message) once it ended."""
         record = status.get("smokeTest") or {}
@@ -259,6 +261,8 @@ class Cluster:
             if exc.status == 404:
                 return seen
             raise
+        if not any(o.uid == uid for o in job.metadata.owner_references or []):
+            return seen  # a Job of an earlier ModelDeployment of this name, not yet garbage-collected
         done = {c.type: c for c in (job.status and job.status.conditions) or [] if c.status == "True"}
         if "Complete" in done:
             outcome = "Succeeded"
