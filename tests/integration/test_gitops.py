@@ -1,5 +1,7 @@
 """What GitOps pipelines read, on the real control plane with the real operator: `kubectl wait` on the
-Ready and Stalled conditions, and observedGeneration through every phase, a restart included.
+Ready and Stalled conditions, observedGeneration through every phase (a restart included), the deploy step
+docs/install.md shows, and Argo CD's health check and actions (manifests/argocd, in a real Lua) on the
+objects as the API server returns them.
 
 `kubectl wait` is the real kubectl against the real API server, so its own rules apply: it ignores a
 condition whose observedGeneration is older than metadata.generation, which is what keeps a pipeline that
@@ -8,18 +10,34 @@ applies v2 and waits at once from reading v1's Ready.
 
 from __future__ import annotations
 
+import os
+import re
+import shutil
 import subprocess
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
+import yaml
+
+from canaria.core.commands import COMMAND_ANNOTATION
 from canaria.sandbox.controlplane import ControlPlane
 from canaria.sandbox.kubelet import Kubelet
 from canaria.sandbox.processes import OperatorProcess
+from tests.argocd import ArgoCD, kstatus
 
 from .harness import ModelDeployments, model_deployment, wait_for
 
 RELEASE_CONDITIONS = ("Ready", "Reconciling", "Stalled")
+DOC = Path(__file__).resolve().parents[2] / "docs" / "install.md"
+#: what Argo CD and kstatus must say for each (true condition, reason)
+TOOLS = {
+    "Ready": ("Healthy", "Current"),
+    "Stalled": ("Degraded", "Failed"),
+    "Reconciling": ("Progressing", "InProgress"),
+}
+ARGOCD = ArgoCD()
 
 
 def kubectl_wait(
@@ -74,7 +92,12 @@ def settled(mds: ModelDeployments, expected: tuple[str, str], timeout: float = 4
             return None
         return md if release(md) == expected else None
 
-    return wait_for(f"fraud {expected} for its generation", probe, timeout=timeout, interval=0.1)
+    md = wait_for(f"fraud {expected} for its generation", probe, timeout=timeout, interval=0.1)
+    health, flux = TOOLS[expected[0]]
+    if expected == ("Reconciling", "Paused"):
+        health = "Suspended"
+    assert (ARGOCD.health(md)["status"], kstatus(md)) == (health, flux)
+    return md
 
 
 def test_kubectl_wait_ready_returns_only_once_the_new_version_is_promoted(
@@ -113,7 +136,7 @@ def test_kubectl_wait_fails_fast_on_a_reverted_version(
     kubelet.never_ready = lambda pod: (pod.metadata.labels or {}).get("canaria.dev/version") == "v2"
     mds.set_version("fraud", "v2")
     started = time.monotonic()
-    ready = kubectl_wait(kubectl_bin, control_plane, mds.namespace, "Ready", "15s")
+    ready = kubectl_wait(kubectl_bin, control_plane, mds.namespace, "Ready", "10s")
     stalled = kubectl_wait(kubectl_bin, control_plane, mds.namespace, "Stalled", "60s")
     code, output = finished(stalled)
     assert code == 0, output
@@ -128,7 +151,11 @@ def test_kubectl_wait_fails_fast_on_a_reverted_version(
 
 
 def test_conditions_and_observed_generation_through_every_phase_and_a_restart(
-    mds: ModelDeployments, start_operator: Callable[..., OperatorProcess], kubelet: Kubelet
+    mds: ModelDeployments,
+    start_operator: Callable[..., OperatorProcess],
+    kubelet: Kubelet,
+    kubectl_bin: str,
+    control_plane: ControlPlane,
 ) -> None:
     operator = start_operator()
     steps = [{"weight": 50, "pause": "2s"}, {"weight": 100}]
@@ -145,6 +172,14 @@ def test_conditions_and_observed_generation_through_every_phase_and_a_restart(
     stale = mds.get("fraud")
     assert stale["metadata"]["generation"] == 5 and stale["status"]["observedGeneration"] == 4
     assert {c["observedGeneration"] for c in stale["status"]["conditions"]} == {4}
+    # Reconciling is True, but for generation 4: kubectl, Argo CD and kstatus all wait for the operator
+    code, output = finished(kubectl_wait(kubectl_bin, control_plane, mds.namespace, "Reconciling", "2s"))
+    assert code != 0 and "timed out" in output, output
+    assert ARGOCD.health(stale) == {
+        "status": "Progressing",
+        "message": "Waiting for Canaria to act on generation 5",
+    }
+    assert kstatus(stale) == "InProgress"
     start_operator()
     md = wait_for(
         "the restarted operator to act on generation 5",
@@ -165,3 +200,95 @@ def test_conditions_and_observed_generation_through_every_phase_and_a_restart(
     mds.set_version("fraud", "v2")  # generation 8: a person names the serving version again
     md = settled(mds, ("Ready", "Serving"))
     assert md["metadata"]["generation"] == 8
+
+
+def documented_deploy_step() -> str:
+    """The deploy step of docs/install.md, as written."""
+    text = DOC.read_text()
+    after = text[text.index("<!-- tested by tests/integration/test_gitops.py -->") :]
+    match = re.search(r"```sh\n(.*?)```", after, re.S)
+    assert match, "no sh block after the marker"
+    return match.group(1)
+
+
+def test_the_documented_deploy_step_passes_a_release_and_fails_a_revert(
+    mds: ModelDeployments,
+    start_operator: Callable[..., OperatorProcess],
+    kubelet: Kubelet,
+    kubectl_bin: str,
+    control_plane: ControlPlane,
+    tmp_path: Path,
+) -> None:
+    start_operator()
+    body = model_deployment("fraud", "v1", replicas=2, progress_deadline="4s")
+    mds.create(body)
+    settled(mds, ("Ready", "Serving"))
+    kubeconfig = tmp_path / "kubeconfig"
+    shutil.copy(control_plane.kubeconfig, kubeconfig)
+    subprocess.run(
+        [
+            kubectl_bin,
+            "--kubeconfig",
+            str(kubeconfig),
+            "config",
+            "set-context",
+            "--current",
+            f"--namespace={mds.namespace}",
+        ],
+        check=True,
+        capture_output=True,
+    )
+    env = {
+        **os.environ,
+        "KUBECONFIG": str(kubeconfig),
+        "PATH": f"{Path(kubectl_bin).parent}:{os.environ['PATH']}",
+    }
+    step = documented_deploy_step()
+
+    def deploy(version: str) -> subprocess.CompletedProcess[str]:
+        manifest = model_deployment("fraud", version, replicas=2, progress_deadline="4s")
+        manifest.update(apiVersion="canaria.dev/v1alpha1", kind="ModelDeployment")
+        (tmp_path / "fraud.yaml").write_text(yaml.safe_dump(manifest))
+        return subprocess.run(
+            ["bash", "-e", "-c", step], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
+        )
+
+    done = deploy("v2")
+    assert done.returncode == 0, done.stdout + done.stderr
+    status = mds.status("fraud")
+    assert (status["phase"], status["stable"]["version"]) == ("Healthy", "v2")
+    kubelet.never_ready = lambda pod: (pod.metadata.labels or {}).get("canaria.dev/version") == "v3"
+    done = deploy("v3")
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "v3 was reverted (ProgressDeadlineExceeded)" in done.stdout
+    assert mds.status("fraud")["stable"]["version"] == "v2"
+
+
+def test_an_argocd_action_is_carried_out_by_the_operator(
+    mds: ModelDeployments, start_operator: Callable[..., OperatorProcess], kubelet: Kubelet
+) -> None:
+    """The promote action offered on a canary waiting at a manual step, applied as Argo CD applies it (a
+    patch of the annotations the action set), ends the step: v2 is promoted and the audit trail says by
+    whom."""
+    start_operator()
+    steps = [{"weight": 50, "manual": True}, {"weight": 100}]
+    mds.create(model_deployment("fraud", "v1", replicas=2, steps=steps))
+    settled(mds, ("Ready", "Serving"))
+    mds.set_version("fraud", "v2")
+    md = wait_for(
+        "v2 ready at its manual step",
+        lambda: (m := mds.get("fraud"))["status"].get("canary", {}).get("readyAt") and m,
+    )
+    assert ARGOCD.enabled_actions(md) == {"promote", "promote-full", "pause", "abort"}
+    acted = ARGOCD.act("promote", md)
+    mds.patch(
+        "fraud",
+        {
+            "metadata": {
+                "annotations": {COMMAND_ANNOTATION: acted["metadata"]["annotations"][COMMAND_ANNOTATION]}
+            }
+        },
+    )
+    md = settled(mds, ("Ready", "Serving"))
+    assert md["status"]["stable"]["version"] == "v2" and md["status"]["lastCommand"]["user"] == "argocd"
+    assert ("StepAdvanced", "argocd") in [(h["reason"], h.get("user")) for h in md["status"]["history"]]
