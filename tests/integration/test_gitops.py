@@ -79,7 +79,7 @@ def release(md: dict[str, Any]) -> tuple[str, str]:
     return true[0], conditions[true[0]]["reason"]
 
 
-def settled(mds: ModelDeployments, expected: tuple[str, str], timeout: float = 45) -> dict[str, Any]:
+def settled(mds: ModelDeployments, expected: tuple[str, str], timeout: float = 90) -> dict[str, Any]:
     """Wait until the operator acted on the current generation and reports `expected`."""
 
     def probe() -> dict[str, Any] | None:
@@ -279,7 +279,7 @@ def test_an_argocd_action_is_carried_out_by_the_operator(
         "v2 ready at its manual step",
         lambda: (m := mds.get("fraud"))["status"].get("canary", {}).get("readyAt") and m,
     )
-    assert ARGOCD.enabled_actions(md) == {"promote", "promote-full", "pause", "abort"}
+    assert ARGOCD.enabled_actions(md) == {"promote", "promote-full", "pause", "abort"}, md["status"]
     acted = ARGOCD.act("promote", md)
     mds.patch(
         "fraud",
@@ -290,5 +290,6 @@ def test_an_argocd_action_is_carried_out_by_the_operator(
         },
     )
     md = settled(mds, ("Ready", "Serving"))
-    assert md["status"]["stable"]["version"] == "v2" and md["status"]["lastCommand"]["user"] == "argocd"
-    assert ("StepAdvanced", "argocd") in [(h["reason"], h.get("user")) for h in md["status"]["history"]]
+    status = md["status"]
+    assert status["stable"]["version"] == "v2" and status["lastCommand"]["user"] == "argocd", status
+    assert ("StepAdvanced", "argocd") in [(h["reason"], h.get("user")) for h in status["history"]], status
