@@ -90,6 +90,9 @@ def _assert_story(out: str, tmp_path: Path) -> None:
     assert revert, out
     assert 0.08 < float(revert.group(1)) < 0.16, revert.group(0)  # the simulated 12% error rate
     assert "failureLimit 1" in out
+    # what a GitOps pipeline would read at the end of each act: v2 Ready, v3 Stalled (v2 still serving)
+    assert "Ready=True (Serving)  Reconciling=False  Stalled=False  Available=True" in out, out
+    assert "Ready=False  Reconciling=False  Stalled=True (Reverted)  Available=True" in out, out
     # The live timeline showed the transitions as they happened...
     for reason in ("RolloutStarted", "StepAdvanced", "Promoted", "BakeCompleted", "RolledBack"):
         assert re.search(rf"^\s+[\d.]+s\s+\w+\s+{reason}\s", out, re.MULTILINE), f"{reason} missing\n{out}"

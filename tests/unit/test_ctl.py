@@ -543,6 +543,23 @@ def test_status_after_a_revert_shows_no_counters_of_the_ended_rollout() -> None:
     assert "failures" not in out  # not "Fail (failures 0/1)": the counters were reset by the revert
 
 
+def test_status_shows_the_conditions_gitops_tools_read() -> None:
+    world = at_step(0)
+    out = text(render_status(res(world), world.now))
+    assert (
+        "conditions       Ready=False  Reconciling=True (Progressing)  Stalled=False  Available=True" in out
+    )
+    assert "not acted on" not in out
+    world.edit(replicas=5)  # applied, not yet reconciled: the conditions describe the previous generation
+    out = text(render_status(res(world), world.now))
+    assert (
+        f"(for generation {world.generation - 1}; the operator has not acted on {world.generation} yet)"
+        in out
+    )
+    out = text(render_status(res(reverted()), world.now))
+    assert "Ready=False  Reconciling=False  Stalled=True (Reverted)  Available=True" in out
+
+
 def test_status_of_a_resource_without_metrics_or_status() -> None:
     world = World.create(rollout={"analysis": {"metrics": []}})
     out = text(render_status(res(world), world.now))

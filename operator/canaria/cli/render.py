@@ -16,7 +16,16 @@ from rich.text import Text
 from canaria.cli.explain import fmt_clock, next_step, pending_command, step_text
 from canaria.cli.history import parse_time
 from canaria.cli.session import Resource
-from canaria.core.api import Lineage, Metric, MetricResult, Phase, Verdict, VersionRef, describe_bounds
+from canaria.core.api import (
+    Lineage,
+    Metric,
+    MetricResult,
+    Phase,
+    Verdict,
+    VersionRef,
+    conditions_summary,
+    describe_bounds,
+)
 from canaria.core.engine import smoke_verdict_text
 
 PHASE_STYLE = {
@@ -28,6 +37,8 @@ PHASE_STYLE = {
     Phase.REVERTED: "bold red",
     Phase.FAILED: "bold red",
 }
+#: the style of the conditions line, by which of Ready / Reconciling / Stalled is True
+CONDITION_STYLE = {"Ready": "green", "Reconciling": "cyan", "Stalled": "bold red"}
 VERDICT_STYLE = {
     Verdict.PASS: "green",
     Verdict.FAIL: "red",
@@ -105,6 +116,21 @@ def status_document(res: Resource, now: datetime, *, prog: str = "canaria") -> d
     }
 
 
+def conditions_text(res: Resource) -> Text:
+    """The conditions GitOps tools read, and whether they describe the applied generation (kubectl wait
+    and Flux ignore them until they do)."""
+    conditions = res.status.conditions
+    true = next((c.type for c in conditions if c.status == "True" and c.type in CONDITION_STYLE), None)
+    line = Text(conditions_summary(conditions), style=CONDITION_STYLE.get(true or "", ""))
+    generation = res.metadata.get("generation")
+    seen = max((c.observed_generation or 0 for c in conditions), default=0)
+    if isinstance(generation, int) and seen < generation:
+        line.append(
+            f"  (for generation {seen}; the operator has not acted on {generation} yet)", style="yellow"
+        )
+    return line
+
+
 def _version_row(role: str, record: VersionRef, tz: tzinfo) -> list[Text]:
     return [
         Text(role),
@@ -130,6 +156,8 @@ def render_status(res: Resource, now: datetime, *, prog: str = "canaria", tz: tz
         head.add_row(Text("spec", style="red"), Text(f"refused: {res.spec_problem}", style="red"))
     if status.message:
         head.add_row(Text("message"), Text(status.message))
+    if status.conditions:
+        head.add_row(Text("conditions"), conditions_text(res))
     if (text := step_text(spec, status)) and status.canary is not None:
         canary = status.canary
         since = f", started {fmt_clock(canary.step_started_at, tz)}" if canary.step_started_at else ""

@@ -934,6 +934,16 @@ class Condition(CamelModel):
     )
 
 
+def conditions_summary(conditions: list[Condition]) -> str:
+    """One line for people: `Ready=False  Reconciling=True (Progressing)  Stalled=False  Available=True`
+    (the reason is shown once, on the True one of Ready / Reconciling / Stalled)."""
+    return "  ".join(
+        f"{c.type}={c.status}"
+        + (f" ({c.reason})" if c.status == "True" and c.type != ConditionType.AVAILABLE else "")
+        for c in conditions
+    )
+
+
 class HistoryEntry(CamelModel):
     """One transition in the audit trail."""
 

@@ -35,7 +35,7 @@ from rich.table import Table
 from rich.text import Text
 
 from canaria import GROUP, KIND, PLURAL, VERSION
-from canaria.core.api import ModelDeployment
+from canaria.core.api import Condition, ModelDeployment, conditions_summary
 from canaria.core.durations import parse_duration
 
 FIELD_MANAGER = "sandbox-story"
@@ -340,6 +340,7 @@ class ActResult:
     failing: list[dict[str, Any]] = field(default_factory=list)
     passing: list[dict[str, Any]] = field(default_factory=list)
     proof: dict[str, Any] | None = None  # the smoke test of the version a revert restored
+    conditions: str = ""  # what `kubectl wait`, Flux and Argo CD read when the act ended
 
 
 @dataclass
@@ -351,6 +352,10 @@ class StoryResult:
     @property
     def ok(self) -> bool:
         return len(self.acts) == 3 and all(a.ok for a in self.acts)
+
+
+def _conditions(status: dict[str, Any]) -> str:
+    return conditions_summary([Condition.model_validate(c) for c in status.get("conditions") or []])
 
 
 def _fmt(value: Any) -> str:
@@ -465,6 +470,8 @@ class Story:
             for v in sorted(set(replicas) | {v for v, s in shares.items() if s > 0})
         )
         grid.add_row("replicas", split or "—")
+        if conditions := _conditions(status):
+            grid.add_row("conditions", conditions)
         analysis = status.get("analysis") or {}
         if analysis.get("results"):
             grid.add_row("analysis", results_line(analysis["results"]))
@@ -624,6 +631,7 @@ class Story:
         status = self.md.get("status") or {}
         if result.ok and act.expect == "reverted":
             result.proof = status.get("smokeTest")
+        result.conditions = _conditions(status)
         if result.ok:
             done = {"healthy": "serving", "promoted": "promoted", "reverted": "reverted"}[act.expect]
             self.progress.update(task, completed=100, note=done)
@@ -736,6 +744,8 @@ def render_summary(story: StoryResult, script: Script, footer: list[str]) -> Ren
                         style="green" if passed else "bold red",
                     )
                 )
+        if result.conditions:
+            lines.append(Text(f"  {result.conditions}", style="dim"))
     missing = 3 - len(story.acts)
     for act in script.acts[len(story.acts) :] if missing else []:
         lines.append(Text(f"- {act.title}: not played", style="dim"))
