@@ -17,6 +17,7 @@ from canaria.kube.rbac import rules as rbac_rules
 from canaria.sandbox.controlplane import ControlPlane
 from canaria.sandbox.processes import OperatorProcess
 
+from .gatewayapi import install_httproute_crd
 from .harness import release_finalizers
 
 _HERE = Path(__file__).resolve().parent
@@ -27,6 +28,13 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if _HERE in Path(item.path).resolve().parents:
             item.add_marker(pytest.mark.integration)
+
+
+@pytest.fixture(scope="session")
+def httproute_crd(control_plane: ControlPlane, admin_api: client.ApiClient) -> str:
+    """The Gateway API's HTTPRoute CRD (a structural schema of what Canaria reads and writes)."""
+    install_httproute_crd(admin_api)
+    return "httproutes.gateway.networking.k8s.io"
 
 
 @pytest.fixture

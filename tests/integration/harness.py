@@ -71,10 +71,10 @@ def absent(read: Callable[[], Any]) -> bool:
     return False
 
 
-def install_crd(api: client.ApiClient) -> None:
-    """Create or replace the generated CRD and wait until it is served."""
+def install_crd(api: client.ApiClient, crd: dict[str, Any] | None = None) -> None:
+    """Create or replace a CRD (by default the generated one) and wait until it is served."""
     ext = client.ApiextensionsV1Api(api)
-    crd = custom_resource_definition()
+    crd = crd or custom_resource_definition()
     name = crd["metadata"]["name"]
     try:
         ext.create_custom_resource_definition(crd)
@@ -89,7 +89,7 @@ def install_crd(api: client.ApiClient) -> None:
         conditions = ext.read_custom_resource_definition(name).status.conditions or []
         return any(c.type == "Established" and c.status == "True" for c in conditions)
 
-    wait_for("the CRD to be established", established, timeout=30)
+    wait_for(f"the CRD {name} to be established", established, timeout=30)
 
 
 def release_finalizers(api: client.ApiClient, namespace: str) -> None:

@@ -60,6 +60,7 @@ from canaria.sandbox.controlplane import ControlPlane, write_kubeconfig
 from canaria.sandbox.kubelet import RUN_LABEL, Kubelet
 from canaria.sandbox.processes import OperatorProcess
 
+from .gatewayapi import Routes
 from .harness import ModelDeployments, install_crd, model_deployment, wait_for
 from .test_install import (
     CHART,
@@ -180,7 +181,8 @@ def named_denials(path: Path, user: str, rule: dict[str, Any], namespace: str) -
 
 def purge(api: client.ApiClient, namespace: str) -> None:
     """Empty ``namespace`` of what a test made, at once: ModelDeployments (finalizers too: no operator runs
-    any more), their Deployments and Service, the Secret. The watched namespace is reused by the next test."""
+    any more), their Deployments and Services, the Secret, the HTTPRoute. The watched namespace is reused by
+    the next test."""
     custom, apps, core = client.CustomObjectsApi(api), client.AppsV1Api(api), client.CoreV1Api(api)
     for item in custom.list_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL)["items"]:
         name = item["metadata"]["name"]
@@ -204,6 +206,10 @@ def purge(api: client.ApiClient, namespace: str) -> None:
             core.delete_namespaced_service(service.metadata.name, namespace)
     with contextlib.suppress(ApiException):
         core.delete_namespaced_secret("prometheus", namespace)
+    with contextlib.suppress(ApiException):
+        custom.delete_namespaced_custom_object(
+            "gateway.networking.k8s.io", "v1", namespace, "httproutes", "fraud"
+        )
     wait_for(
         f"{namespace} emptied",
         lambda: (
@@ -489,6 +495,8 @@ SMOKE_TEST = {
 
 
 def model(version: str = "v1") -> dict[str, Any]:
+    """Routed by a Gateway API HTTPRoute: its calls (the route, a Service per version, deleted with the
+    version) are a superset of the replica router's."""
     return model_deployment(
         "fraud",
         version,
@@ -496,17 +504,26 @@ def model(version: str = "v1") -> dict[str, Any]:
         progress_deadline="4s",
         metrics=[DRY_RUN_METRIC],
         prometheus=PROMETHEUS,
-        rollout={"smokeTest": SMOKE_TEST},
+        rollout={"smokeTest": SMOKE_TEST, "trafficRouting": {"gatewayAPI": {"httpRoute": "fraud"}}},
     )
 
 
+@pytest.fixture(autouse=True)
+def _httproutes(httproute_crd: str) -> None:
+    """Every scenario routes through an HTTPRoute."""
+
+
 def with_secret(mds: ModelDeployments) -> None:
-    """The Secret holding the Prometheus bearer token that ``model()`` refers to."""
+    """The Secret holding the Prometheus bearer token that ``model()`` refers to, and the HTTPRoute."""
     secret = client.V1Secret(
         metadata=client.V1ObjectMeta(name="prometheus", labels={CREDENTIALS_LABEL: "true"}),
         string_data={"token": "s3cr3t"},
     )
     mds.core.create_namespaced_secret(mds.namespace, secret)
+    Routes(mds.core.api_client, mds.namespace).apply(
+        "fraud",
+        {"parentRefs": [{"name": "gateway"}], "rules": [{"backendRefs": [{"name": "fraud", "port": 80}]}]},
+    )
 
 
 @pytest.mark.parametrize("install", INSTALLS, indirect=True)

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[2] / "operator" / "canaria"
-ORDER = ["core", "providers", "kube", "sandbox", "cli"]
+ORDER = ["core", "providers", "routers", "kube", "sandbox", "cli"]
 #: Libraries that mean I/O or a framework: the pure core imports none of them.
 SHELL_LIBRARIES = {"kopf", "kubernetes", "requests", "prometheus_api_client", "kmock", "aiohttp", "rich"}
 

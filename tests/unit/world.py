@@ -26,9 +26,11 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from canaria import GROUP, KIND, VERSION
+from canaria.core.actions import SetTraffic, TrafficSplit
 from canaria.core.api import (
     Metric,
     MetricResult,
+    ModelDeployment,
     ModelDeploymentSpec,
     ModelDeploymentStatus,
     Verdict,
@@ -51,8 +53,10 @@ from canaria.core.observations import (
     AnalysisRun,
     Observations,
     SmokeTestObservation,
+    TrafficObservation,
     WorkloadObservation,
 )
+from canaria.routers.replicas import ReplicaRouter
 
 T0 = datetime(2026, 1, 15, 9, 0, tzinfo=UTC)
 
@@ -194,6 +198,11 @@ class World:
     smoke_seconds: float = 5.0
     jobs: dict[tuple[str, int], datetime] = field(default_factory=dict)
     job_creates: list[tuple[str, int]] = field(default_factory=list)
+    #: with a router that splits requests (Gateway API): what the route holds, None while nothing is set
+    route: TrafficSplit | None = None
+    #: (reason, message) the router reports instead (route missing, not accepted); SetTraffic then fails
+    route_problem: tuple[str, str] | None = None
+    route_writer: str | None = None  # a field manager other than Canaria that last wrote the route
 
     # -- construction ------------------------------------------------------------------------------
 
@@ -253,7 +262,7 @@ class World:
                 workload.ready_replicas = min(workload.ready_replicas, workload.replicas)
 
     def observe(self, *, command: Command | None = None) -> Observations:
-        return Observations(
+        obs = Observations(
             generation=self.generation,
             workloads={v: w.observe() for v, w in self.workloads.items()},
             baseline=self.baseline.observe() if self.baseline else None,
@@ -265,6 +274,16 @@ class World:
             change_reason=self.change_reason,
             changed_by=self.changed_by,
         )
+        return replace(obs, traffic=self.observe_traffic(obs))
+
+    def observe_traffic(self, obs: Observations) -> TrafficObservation:
+        """What the router reports: the replica router itself, or a route as a Gateway API one reads it."""
+        if not self.spec.rollout.routing.exact:
+            return ReplicaRouter().observe(ModelDeployment(spec=self.spec, status=self.status), obs)
+        reason, problem = self.route_problem or (None, None)
+        route = None if reason == "RouteNotFound" else self.route
+        effective = route.weight if route is not None and route.canary is not None else None
+        return TrafficObservation(route, effective, problem, reason, self.route_writer)
 
     def _smoke_observation(self) -> SmokeTestObservation | None:
         record = self.status.smoke_test
@@ -407,6 +426,9 @@ class World:
             elif isinstance(action, RunSmokeTest):
                 self.job_creates.append((action.version, action.attempt))
                 self.jobs.setdefault((action.version, action.attempt), self.now)
+            elif isinstance(action, SetTraffic):
+                if self.route_problem is None or self.route_problem[0] != "RouteNotFound":
+                    self.route, self.route_writer = action.split, None
             else:  # pragma: no cover - a new action kind needs a line here
                 raise AssertionError(f"unknown action {action!r}")
         status = decision.status

@@ -75,7 +75,42 @@ class RunSmokeTest:
     attempt: int
 
 
-Action = EmitEvent | ApplyWorkload | ScaleWorkload | DeleteWorkload | ApplyService | RunSmokeTest
+@dataclass(frozen=True)
+class TrafficSplit:
+    """What a router must set: who answers callers, and how the canary gets requests. `weight` is the
+    percent of callers the canary answers; `mirror` the percent of requests copied to it (callers get
+    stable's answers); `headers` the (name, value) pairs that send a request to the canary."""
+
+    stable: str
+    canary: str | None = None
+    weight: int = 0
+    mirror: int | None = None
+    headers: tuple[tuple[str, str], ...] = ()
+
+    def versions(self) -> frozenset[str]:
+        """The versions the split sends requests (or copies of them) to."""
+        touched = self.canary is not None and bool(self.weight or self.mirror or self.headers)
+        return frozenset({self.stable, self.canary} if touched else {self.stable})
+
+    def describe(self) -> str:
+        if self.canary is None:
+            return f"100% {self.stable}"
+        if self.mirror:
+            return f"{self.mirror}% mirrored to {self.canary}, callers answered by {self.stable}"
+        if self.headers:
+            matched = ", ".join(f"{k}: {v}" for k, v in self.headers)
+            return f"requests with {matched} to {self.canary}, the rest to {self.stable}"
+        return f"{self.weight}% {self.canary}, {100 - self.weight}% {self.stable}"
+
+
+@dataclass(frozen=True)
+class SetTraffic:
+    """Make the router send traffic as `split` says (the HTTPRoute's weights, mirror and header rule)."""
+
+    split: TrafficSplit
+
+
+Action = EmitEvent | ApplyWorkload | ScaleWorkload | DeleteWorkload | ApplyService | RunSmokeTest | SetTraffic
 
 
 @dataclass(frozen=True)

@@ -41,6 +41,8 @@ MAX_METRICS = 20
 # no query allowed to hold Prometheus (and an operator worker) longer than that.
 MIN_ANALYSIS_INTERVAL = "1s"
 MAX_QUERY_TIMEOUT = "1m"
+MAX_HEADER_MATCHES = 16  # Gateway API's limit on the header matches of one HTTPRoute match
+HEADER_NAME = r"^[A-Za-z0-9!#$%&'*+\-.^_`|~]+$"  # RFC 7230 token, as Gateway API's HTTPHeaderName
 
 # A query may contain "{" (PromQL label matchers) but every "{{" must open a documented variable.
 # RE2 has no look-ahead, so the rule is spelled as "each character is plain, a lone brace, or a whole
@@ -118,6 +120,20 @@ Duration = Annotated[
 ]
 DnsLabel = Annotated[
     str, Field(max_length=63, json_schema_extra={"pattern": DNS_LABEL}), AfterValidator(_check_dns_label)
+]
+DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+
+
+def _check_dns_subdomain(value: str) -> str:
+    if not re.fullmatch(DNS_SUBDOMAIN, value):
+        raise ValueError(f"{value!r} is not a DNS subdomain: lower-case DNS labels joined by '.'")
+    return value
+
+
+DnsSubdomain = Annotated[
+    str,
+    Field(min_length=1, max_length=253, json_schema_extra={"pattern": DNS_SUBDOMAIN}),
+    AfterValidator(_check_dns_subdomain),
 ]
 # A version is a DNS label short enough to leave room for the model name in `<name>-<version>`. (A
 # field-level max_length on a DnsLabel field is overridden by the annotation's 63, hence its own type.)
@@ -291,19 +307,68 @@ class Gate(Threshold):
         return self
 
 
+class HeaderMatch(CamelModel):
+    """One request header a header-matched step requires (exact value, as Gateway API's `Exact` match)."""
+
+    name: str = Field(
+        min_length=1,
+        max_length=256,
+        description="Header name, e.g. x-canary.",
+        json_schema_extra={"pattern": HEADER_NAME},
+    )
+    value: str = Field(min_length=1, max_length=4096, description="Exact value it must have.")
+
+    @field_validator("name")
+    @classmethod
+    def _header_name(cls, name: str) -> str:
+        if not re.fullmatch(HEADER_NAME, name):
+            raise ValueError(f"{name!r} is not an HTTP header name (letters, digits and !#$%&'*+-.^_`|~)")
+        return name
+
+
+class StepMatch(CamelModel):
+    """Requests that reach the canary during a header-matched step (internal testers before any user)."""
+
+    headers: list[HeaderMatch] = Field(
+        min_length=1, max_length=MAX_HEADER_MATCHES, description="Every header must match (AND)."
+    )
+
+
+STEP_KIND_RULE = "[has(self.weight), has(self.mirror), has(self.match)].filter(x, x).size() == 1"
+STEP_KIND_MESSAGE = "a step sets exactly one of weight, mirror or match"
+
+
 class Step(CamelModel):
-    """One canary stage: a traffic weight, held for a pause or until a manual promote."""
+    """One canary stage, held for a pause or until a manual promote: a traffic weight, a shadow stage
+    (`mirror`: the canary gets a copy of requests, callers only stable's answers) or a header-matched stage
+    (`match`: only matching requests reach the canary). Shadow and header stages need a router that
+    routes requests (spec.rollout.trafficRouting.gatewayAPI)."""
 
     model_config = ConfigDict(
         json_schema_extra=validations(
             cel(
                 "!(has(self.pause) && has(self.manual) && self.manual)",
                 "a step waits for a pause duration or for a manual promote, not both",
-            )
+            ),
+            cel(STEP_KIND_RULE, STEP_KIND_MESSAGE),
         )
     )
 
-    weight: int = Field(ge=1, le=100, description="Percent of replicas (and so traffic) on the canary.")
+    weight: int | None = Field(
+        None,
+        ge=1,
+        le=100,
+        description="Percent of callers on the canary (of replicas, with replica routing).",
+    )
+    mirror: int | None = Field(
+        None,
+        ge=1,
+        le=100,
+        description="Shadow stage: percent of requests copied to the canary; callers get stable's answers.",
+    )
+    match: StepMatch | None = Field(
+        None, description="Header-matched stage: only these requests reach the canary."
+    )
     pause: Duration | None = Field(
         None,
         description="How long the step holds once the canary is ready, e.g. 5m. "
@@ -315,11 +380,18 @@ class Step(CamelModel):
     def _pause_or_manual(self) -> Step:
         if self.pause is not None and self.manual:
             raise ValueError("a step waits for a pause duration or for a manual promote, not both")
+        if [self.weight, self.mirror, self.match].count(None) != 2:
+            raise ValueError(STEP_KIND_MESSAGE)
         return self
 
     @property
     def pause_seconds(self) -> float:
         return parse_duration(self.pause) if self.pause else 0.0
+
+    @property
+    def live_weight(self) -> int:
+        """Percent of callers answered by the canary: 0 in a shadow or header-matched stage."""
+        return self.weight or 0
 
 
 def _query_rule(field: str) -> dict[str, str]:
@@ -508,12 +580,58 @@ class ReplicaRouting(CamelModel):
     """Route by replica ratio: one Service over every version, weight = share of replicas."""
 
 
+class GatewayAPIRouting(CamelModel):
+    """Route by a Gateway API HTTPRoute the user owns: Canaria sets exact weights on the backendRefs of the
+    rule that sends to the model's Service, one Service per version (`<name>-<version>`)."""
+
+    http_route: DnsSubdomain = Field(description="Name of the HTTPRoute, in the ModelDeployment's namespace.")
+    canary_replicas: int | None = Field(
+        None,
+        ge=1,
+        le=1000,
+        description="Canary replicas at every step; default: its share of spec.replicas, at least one.",
+    )
+
+
 class TrafficRouting(CamelModel):
-    """How traffic is split between versions."""
+    """How traffic is split between versions: one router at most."""
+
+    model_config = ConfigDict(
+        json_schema_extra=validations(
+            cel("!(has(self.replicas) && has(self.gatewayAPI))", "set one router: replicas or gatewayAPI")
+        )
+    )
 
     replicas: ReplicaRouting | None = Field(
         None, description="Split by replica ratio behind one Service (the default, needs no mesh)."
     )
+    gateway_api: GatewayAPIRouting | None = Field(
+        None,
+        alias="gatewayAPI",
+        description="Exact weights, shadow and header-matched stages through a Gateway API HTTPRoute.",
+    )
+
+    @model_validator(mode="after")
+    def _one_router(self) -> TrafficRouting:
+        if self.replicas is not None and self.gateway_api is not None:
+            raise ValueError("set one router: replicas or gatewayAPI")
+        return self
+
+    @property
+    def router(self) -> str:
+        """The router's name, as spelled in the spec."""
+        return "gatewayAPI" if self.gateway_api is not None else "replicas"
+
+    @property
+    def exact(self) -> bool:
+        """Whether the router splits requests itself: then a weight needs no matching replica ratio, the
+        stable version stays full until promotion, and shadow and header stages are possible."""
+        return self.gateway_api is not None
+
+    @property
+    def canary_replicas(self) -> int | None:
+        """An explicit canary size, where the router allows one."""
+        return self.gateway_api.canary_replicas if self.gateway_api is not None else None
 
 
 class KeepPrevious(CamelModel):
@@ -617,7 +735,13 @@ class Rollout(CamelModel):
                 "(!has(m.proportionTest.against) || m.proportionTest.against == 'baseline')))",
                 "a metric compares against the baseline: set baseline.enabled",
                 ".baseline",
-            )
+            ),
+            cel(
+                "(has(self.trafficRouting) && has(self.trafficRouting.gatewayAPI)) || !has(self.steps) "
+                "|| self.steps.all(s, has(s.weight))",
+                "mirror and match steps need trafficRouting.gatewayAPI (replica routing splits by weight)",
+                ".steps",
+            ),
         )
     )
 
@@ -628,7 +752,8 @@ class Rollout(CamelModel):
         description="Canary stages with strictly increasing weights; after the last, the canary is promoted.",
         json_schema_extra=validations(
             cel(
-                "self.map(s, s.weight).isSorted() && self.all(a, self.exists_one(b, b.weight == a.weight))",
+                "self.filter(s, has(s.weight)).map(s, s.weight).isSorted() && self.filter(s, has(s.weight))"
+                ".all(a, self.filter(s, has(s.weight)).exists_one(b, b.weight == a.weight))",
                 "step weights must be strictly increasing",
             )
         ),
@@ -665,7 +790,7 @@ class Rollout(CamelModel):
     @field_validator("steps")
     @classmethod
     def _increasing(cls, steps: list[Step]) -> list[Step]:
-        weights = [s.weight for s in steps]
+        weights = [s.weight for s in steps if s.weight is not None]
         for before, after in itertools.pairwise(weights):
             if after <= before:
                 raise ValueError(f"step weights must be strictly increasing, got {weights}")
@@ -691,6 +816,21 @@ class Rollout(CamelModel):
     @property
     def progress_deadline_seconds(self) -> float:
         return parse_duration(self.progress_deadline)
+
+    @model_validator(mode="after")
+    def _router_can_do_steps(self) -> Rollout:
+        if not self.routing.exact:
+            kinds = [i + 1 for i, s in enumerate(self.steps) if s.weight is None]
+            if kinds:
+                raise ValueError(
+                    f"step(s) {kinds}: mirror and match steps need trafficRouting.gatewayAPI "
+                    "(replica routing can only split by weight)"
+                )
+        return self
+
+    @property
+    def routing(self) -> TrafficRouting:
+        return self.traffic_routing or TrafficRouting()
 
 
 class SecretKeyRef(CamelModel):
@@ -848,6 +988,21 @@ class CanaryStatus(VersionRef):
     )
 
 
+class TrafficStatus(CamelModel):
+    """The split Canaria last set (or, with replica routing, asked for) and what it achieves."""
+
+    router: str = Field(description="replicas or gatewayAPI.")
+    stable: str = Field(description="Version answering callers outside the canary's share.")
+    canary: str | None = Field(None, description="Version receiving the canary's share, if any.")
+    weight: int = Field(0, ge=0, le=100, description="Percent of callers asked for the canary.")
+    mirror: int | None = Field(None, ge=1, le=100, description="Percent of requests copied to the canary.")
+    match: list[HeaderMatch] | None = Field(None, description="Headers that send a request to the canary.")
+    effective_weight: int | None = Field(
+        None, ge=0, le=100, description="Percent of callers the canary really answers, as the router reports."
+    )
+    description: str = Field("", description='What callers see, e.g. "25% (10% asked)".')
+
+
 class Rejection(CamelModel):
     """A version that was reverted or refused; it is not rolled out again until `retry` or a new version."""
 
@@ -910,6 +1065,7 @@ class ConditionType(StrEnum):
     STALLED = "Stalled"
     AVAILABLE = "Available"
     ROLLBACK_VERIFIED = "RollbackVerified"  # set after a revert or rollback when spec.rollout.smokeTest is
+    TRAFFIC_ROUTED = "TrafficRouted"  # only with a router that splits requests itself (Gateway API)
 
 
 class Condition(CamelModel):
@@ -1024,6 +1180,7 @@ class ModelDeploymentStatus(CamelModel):
         None, description="The previous version kept ready with no traffic, and until when."
     )
     smoke_test: SmokeTestStatus | None = Field(None, description="The latest smoke test and its verdict.")
+    traffic: TrafficStatus | None = Field(None, description="The traffic split and its effective weight.")
     control_paused: bool | None = Field(None, description="Paused by `canaria pause` (not by the spec).")
     analysis: AnalysisStatus = Field(
         default_factory=AnalysisStatus, description="Analysis counters and results."

@@ -29,6 +29,8 @@ from canaria.core.actions import (
     EmitEvent,
     RunSmokeTest,
     ScaleWorkload,
+    SetTraffic,
+    TrafficSplit,
 )
 from canaria.core.api import (
     HISTORY_BYTES,
@@ -39,6 +41,7 @@ from canaria.core.api import (
     CommandRecord,
     Condition,
     ConditionType,
+    HeaderMatch,
     HistoryEntry,
     Metric,
     MetricResult,
@@ -50,6 +53,8 @@ from canaria.core.api import (
     Refusal,
     Rejection,
     SmokeTestStatus,
+    Step,
+    TrafficStatus,
     Verdict,
     VersionRef,
     WarmStatus,
@@ -64,6 +69,8 @@ from canaria.core.observations import AnalysisRun, Observations
 
 IN_ROLLOUT = (Phase.PROGRESSING, Phase.PAUSED, Phase.BAKING)
 WAIT_FOR_READY = 2.0  # seconds between checks while a Deployment comes up (its watch events wake us sooner)
+ROUTE_SETTLE = 0.5  # seconds until a route just set is read back (routes are not watched)
+ROUTE_RECHECK = 5.0  # seconds between reads of the route during a rollout: a change by someone else shows
 
 
 def split_replicas(replicas: int, weight: int) -> tuple[int, int]:
@@ -72,6 +79,44 @@ def split_replicas(replicas: int, weight: int) -> tuple[int, int]:
         return 0, replicas
     canary = replicas if weight >= 100 else min(replicas, max(1, math.ceil(replicas * weight / 100)))
     return canary, replicas - canary
+
+
+def current_step(spec: ModelDeploymentSpec, canary: CanaryStatus) -> Step:
+    steps = spec.rollout.steps
+    return steps[min(canary.step, len(steps) - 1)]
+
+
+def step_sizes(spec: ModelDeploymentSpec, step: Step) -> tuple[int, int]:
+    """(canary, stable) replicas at a step. Replica routing: the weight is the replica ratio. A router that
+    splits requests itself: the canary gets its share of the replicas (of the weight, or of the mirrored
+    requests; at least one) or the explicit count, and the stable version stays full until promotion."""
+    routing = spec.rollout.routing
+    if not routing.exact:
+        return split_replicas(spec.replicas, step.live_weight)
+    share = step.weight or step.mirror or 0
+    canary = routing.canary_replicas or max(1, math.ceil(spec.replicas * share / 100))
+    return canary, spec.replicas
+
+
+def step_split(spec: ModelDeploymentSpec, status: ModelDeploymentStatus) -> TrafficSplit | None:
+    """What the router must set for the current stage: the stable version alone, or the canary's share."""
+    if status.stable is None:
+        return None
+    canary = status.canary
+    if canary is None:
+        return TrafficSplit(status.stable.version)
+    step = current_step(spec, canary)
+    headers = tuple((h.name, h.value) for h in step.match.headers) if step.match else ()
+    return TrafficSplit(status.stable.version, canary.version, step.live_weight, step.mirror, headers)
+
+
+def describe_stage(step: Step) -> str:
+    """How a step sends traffic, for messages: "at weight 10", "shadow (100% mirrored)"."""
+    if step.mirror:
+        return f"shadow ({step.mirror}% mirrored)"
+    if step.match:
+        return "header-matched (" + ", ".join(f"{h.name}: {h.value}" for h in step.match.headers) + ")"
+    return f"at weight {step.weight}"
 
 
 # template_hash memo: serialising the pod template is most of a decision's cost, and a decision hashes
@@ -190,6 +235,7 @@ class _Run:
     retry_by: str | None = None  # who asked to retry a rejected version (recorded on RolloutStarted)
     bad_results: str = ""  # the gating results of a new run that did not pass, as text
     gates_passed: str = ""  # what the gates checked, with values, when a candidate passed them
+    route_changed: str | None = None  # another writer changed the route Canaria set, as text
 
     # -- audit trail ------------------------------------------------------------------------------
 
@@ -297,6 +343,7 @@ def decide(
     _verify_rollback(run)
     if run.status.phase == Phase.PAUSED and analysed_version(run.status) and spec.rollout.analysis.metrics:
         run.requeue.append(_next_analysis_in(run))  # a held rollout is still analysed on its interval
+    _reconcile_traffic(run)
     _reconcile_workloads(run)
     _set_conditions(run)
     return Decision(run.status, tuple(run.actions), min(run.requeue) if run.requeue else None)
@@ -611,7 +658,7 @@ def _start_rollout(run: _Run) -> None:
         lineage=spec.model.lineage,
         since=run.now,
         step=0,
-        weight=first.weight,
+        weight=first.live_weight,
         step_started_at=run.now,
         ready_at=None,
         promote_request=None,
@@ -633,7 +680,7 @@ def _start_rollout(run: _Run) -> None:
         Phase.PROGRESSING,
         "RolloutStarted",
         f"{run.name} {status.stable.version} → {version}{retry}: step 1/{len(spec.rollout.steps)} "
-        f"at weight {first.weight}{_gates_note(run)}",
+        f"{describe_stage(first)}{_gates_note(run)}",
         version=version,
         user=run.retry_by or obs.changed_by,
         change_reason=obs.change_reason,
@@ -770,10 +817,10 @@ def _next_analysis_in(run: _Run) -> float:
     return interval if last is None else max(interval - (run.now - last).total_seconds(), 0.1)
 
 
-def _canary_ready(run: _Run, canary: CanaryStatus) -> bool:
+def _canary_sized(run: _Run, canary: CanaryStatus) -> bool:
     """The canary, and its baseline when there is one, run at this step's size: a step is judged (and its
     pause counted) only when both sides of the comparison serve, and the progress deadline covers both."""
-    want = split_replicas(run.spec.replicas, canary.weight)[0]
+    want = step_sizes(run.spec, current_step(run.spec, canary))[0]
     workload = run.obs.workloads.get(canary.version)
     if workload is None or not workload.ready() or workload.replicas != want:
         return False
@@ -783,21 +830,39 @@ def _canary_ready(run: _Run, canary: CanaryStatus) -> bool:
     )
 
 
+def _route_holds(run: _Run, split: TrafficSplit | None) -> bool:
+    """Whether the router's objects send traffic as `split` says (always, with replica routing: the
+    replicas are the split)."""
+    if not run.spec.rollout.routing.exact:
+        return True
+    seen = run.obs.traffic
+    return seen is not None and seen.problem is None and split is not None and seen.split == split
+
+
+def _canary_ready(run: _Run, canary: CanaryStatus) -> bool:
+    """Ready at its step: sized and ready, and the route gives it the step's traffic."""
+    if not _canary_sized(run, canary):
+        return False
+    status = run.status
+    split = step_split(run.spec, status.model_copy(update=dict(canary=canary))) if status.stable else None
+    return _route_holds(run, split)
+
+
 def _progress_canary(run: _Run) -> None:
     spec, status = run.spec, run.status
     steps = spec.rollout.steps
     canary = status.canary
     edited: dict[str, int] | None = None
     if canary.step >= len(steps):  # steps were shortened mid-rollout
-        edited = {"step": len(steps) - 1, "weight": steps[-1].weight}
-    elif canary.weight != steps[canary.step].weight:  # a step's weight was edited mid-rollout
-        edited = {"weight": steps[canary.step].weight}
+        edited = {"step": len(steps) - 1, "weight": steps[-1].live_weight}
+    elif canary.weight != steps[canary.step].live_weight:  # a step's weight was edited mid-rollout
+        edited = {"weight": steps[canary.step].live_weight}
     seen = run.obs.workloads.get(canary.version)
     if edited is not None or (
         canary.ready_at is not None
         and seen is not None
         and (
-            seen.replicas != split_replicas(spec.replicas, canary.weight)[0]
+            seen.replicas != step_sizes(spec, current_step(spec, canary))[0]
             or (
                 seen.template_hash is not None
                 and seen.template_hash != template_hash(spec, canary.version, canary.uri)
@@ -809,14 +874,13 @@ def _progress_canary(run: _Run) -> None:
         # counting from its old start (and reverting at once on the progress deadline) or ending on a run
         # made at another weight.
         canary = canary.model_copy(update=dict(**(edited or {}), step_started_at=run.now, ready_at=None))
-    if (
-        canary.ready_at is not None
-        and seen is not None
-        and seen.updated
-        and seen.ready_replicas < seen.replicas
+    if canary.ready_at is not None and (
+        (seen is not None and seen.updated and seen.ready_replicas < seen.replicas)
+        or not _route_holds(run, step_split(spec, status))
     ):
-        # it was ready at this step and lost it (a pod restarted, not a change of ours): the step
-        # waits afresh from now, instead of being judged against a deadline counted from its start
+        # it was ready at this step and lost it (a pod restarted, or the route was changed by someone
+        # else: not a change of ours): the step waits afresh from now, instead of being judged against a
+        # deadline counted from its start, or on analysis made while traffic went elsewhere
         canary = canary.model_copy(update=dict(step_started_at=run.now, ready_at=None))
     status.canary = canary
     if not _canary_ready(run, canary):
@@ -849,24 +913,20 @@ def _progress_canary(run: _Run) -> None:
         _promote(run, f"all {len(steps)} steps passed; {passed}", promote)
         return
     nxt = steps[canary.step + 1]
-    # when the next weight needs no more replicas, the canary is ready for it at once
-    workload = run.obs.workloads.get(canary.version)
-    want = split_replicas(spec.replicas, nxt.weight)[0]
-    ready = workload is not None and workload.ready() and workload.replicas == want
-    status.canary = canary.model_copy(
+    advanced = canary.model_copy(
         update=dict(
-            step=canary.step + 1,
-            weight=nxt.weight,
-            step_started_at=run.now,
-            ready_at=run.now if ready else None,
-            promote_request=None,
+            step=canary.step + 1, weight=nxt.live_weight, step_started_at=run.now, promote_request=None
         )
+    )
+    # when the next stage needs no more replicas (and no route change), the canary is ready for it at once
+    status.canary = advanced.model_copy(
+        update=dict(ready_at=run.now if _canary_ready(run, advanced) else None)
     )
     by = f" (promoted by {promote.user or 'unknown'})" if promote else ""
     run.transition(
         Phase.PROGRESSING,
         "StepAdvanced",
-        f"{run.name} {canary.version}: step {canary.step + 2}/{len(steps)} at weight {nxt.weight}{by}; "
+        f"{run.name} {canary.version}: step {canary.step + 2}/{len(steps)} {describe_stage(nxt)}{by}; "
         f"{passed}",
         version=canary.version,
         command=promote,
@@ -880,7 +940,7 @@ def _wait_for_canary(run: _Run, canary: CanaryStatus) -> None:
     waited = (run.now - (canary.step_started_at or run.now)).total_seconds()
     deadline = run.spec.rollout.progress_deadline_seconds
     if (workload is not None and workload.deadline_exceeded) or waited >= deadline:
-        want = split_replicas(run.spec.replicas, canary.weight)[0]
+        want = step_sizes(run.spec, current_step(run.spec, canary))[0]
         have = workload.ready_replicas if workload else 0
         _revert(
             run,
@@ -1270,12 +1330,14 @@ def desired_workloads(
     desired = {stable.version: (stable.uri, spec.replicas)}
     canary = status.canary
     if canary is not None:
-        want, rest = split_replicas(spec.replicas, canary.weight)
+        steps = spec.rollout.steps
+        want, rest = step_sizes(spec, current_step(spec, canary))
         workload = obs.workloads.get(canary.version)
         if workload is None or not workload.ready() or workload.replicas != want:
             # keep the previous step's serving capacity until the canary has taken its new share
-            previous = spec.rollout.steps[canary.step - 1].weight if canary.step > 0 else 0
-            rest = split_replicas(spec.replicas, previous)[1]
+            rest = (
+                step_sizes(spec, steps[canary.step - 1])[1] if 0 < canary.step < len(steps) else spec.replicas
+            )
         baseline = obs.baseline
         if spec.rollout.baseline_enabled and baseline is not None and baseline.version == stable.version:
             # the baseline serves the stable version: its ready pods take from the stable's share
@@ -1333,7 +1395,92 @@ def desired_baseline(spec: ModelDeploymentSpec, status: ModelDeploymentStatus) -
     canary, stable = status.canary, status.stable
     if canary is None or stable is None or not spec.rollout.baseline_enabled:
         return None
-    return stable.version, stable.uri, split_replicas(spec.replicas, canary.weight)[0]
+    return stable.version, stable.uri, step_sizes(spec, current_step(spec, canary))[0]
+
+
+def _routed(run: _Run) -> frozenset[str]:
+    """Versions the router's objects still send requests to (a router that splits requests itself)."""
+    seen = run.obs.traffic
+    if not run.spec.rollout.routing.exact or seen is None or seen.split is None:
+        return frozenset()
+    return seen.split.versions()
+
+
+def _traffic_target(run: _Run, wanted: TrafficSplit) -> TrafficSplit:
+    """The split to set now. A stage's split once the canary is sized and ready for it, the stable version
+    alone once it serves at full size; meanwhile the route keeps what it holds (while every version it
+    names has ready replicas), so no request is sent to a version that cannot answer."""
+    status, obs = run.status, run.obs
+    canary, stable = status.canary, status.stable
+    if canary is not None and _canary_sized(run, canary):
+        return wanted
+    if canary is None and _serves_fully(obs, stable.version, run.spec.replicas):
+        return wanted
+    held = obs.traffic.split if obs.traffic is not None else None
+    if held is not None and all(
+        v in obs.workloads and obs.workloads[v].ready_replicas > 0 for v in held.versions()
+    ):
+        return held
+    return TrafficSplit(stable.version)
+
+
+def _describe_traffic(split: TrafficSplit, effective: int | None) -> str:
+    if split.mirror:
+        return f"0% live, {split.mirror}% mirrored"
+    if split.headers:
+        return "header-matched only (" + ", ".join(f"{k}: {v}" for k, v in split.headers) + ")"
+    if effective is None or split.canary is None:
+        return f"{split.weight}%" if split.canary else ""
+    return f"{effective}%" if effective == split.weight else f"{effective}% ({split.weight}% asked)"
+
+
+def _reconcile_traffic(run: _Run) -> None:
+    """Tell the router what to set, and report the split and the weight it achieves. The route moves
+    before any replica leaves (deletes and scale-downs wait until the router reports that no request goes
+    to the version any more): a revert or an abort puts traffic back on stable first, a promotion moves
+    all of it to the new version before the old one is scaled down."""
+    spec, status, seen = run.spec, run.status, run.obs.traffic
+    wanted = step_split(spec, status)
+    if wanted is None:
+        return
+    routing = spec.rollout.routing
+    effective = seen.effective_weight if seen is not None else None
+    target = wanted
+    if routing.exact:
+        target = _traffic_target(run, wanted)
+        last = (
+            status.traffic if status.traffic is not None and status.traffic.router == routing.router else None
+        )
+        if seen is not None and seen.reason is None and seen.split != target:
+            if last is not None and seen.split != _as_split(last) and seen.writer:
+                held = seen.split.describe() if seen.split else "no split of Canaria's"
+                run.route_changed = (
+                    f"{run.name}: the route was changed by {seen.writer} (it holds {held}; Canaria set "
+                    f"{_as_split(last).describe()}); setting {target.describe()} again"
+                )
+            run.actions.append(SetTraffic(target))
+            run.requeue.append(ROUTE_SETTLE)
+        elif status.phase in IN_ROLLOUT or (seen is not None and seen.problem):
+            run.requeue.append(ROUTE_RECHECK)  # watching routes would need the Gateway API CRDs installed
+        elif seen is None or seen.split != target:
+            if last is None:
+                return  # nothing set yet (the route is missing or refused): nothing to report
+            target = _as_split(last)  # what was set last, and stays until the router can set more
+    status.traffic = TrafficStatus.model_construct(
+        router=routing.router,
+        stable=target.stable,
+        canary=target.canary,
+        weight=target.weight,
+        mirror=target.mirror,
+        match=[HeaderMatch.model_construct(name=k, value=v) for k, v in target.headers] or None,
+        effective_weight=effective,
+        description=_describe_traffic(target, effective),
+    )
+
+
+def _as_split(traffic: TrafficStatus) -> TrafficSplit:
+    headers = tuple((h.name, h.value) for h in traffic.match or ())
+    return TrafficSplit(traffic.stable, traffic.canary, traffic.weight, traffic.mirror, headers)
 
 
 def _serves_fully(obs: Observations, version: str, replicas: int) -> bool:
@@ -1345,8 +1492,12 @@ def _reconcile_workloads(run: _Run) -> None:
     spec, obs = run.spec, run.obs
     desired = desired_workloads(spec, run.status, obs)
     changes: list[Action] = []
+    routed = _routed(run)
     for version, (uri, replicas) in desired.items():
         seen = obs.workloads.get(version)
+        if seen is not None and version in routed and replicas == 0 < seen.replicas:
+            run.requeue.append(WAIT_FOR_READY)  # the route still sends it requests: scaled away once moved
+            continue
         if seen is not None and version != spec.model.version:
             if seen.replicas != replicas:
                 changes.append(ScaleWorkload(version, replicas))
@@ -1364,8 +1515,11 @@ def _reconcile_workloads(run: _Run) -> None:
     for version in sorted(set(obs.workloads) - set(desired)):
         # a version leaving (the old stable at promotion, an abandoned canary) keeps serving until the
         # stable serves at full size (or the Service selects the stable alone); a rejected one, or one
-        # with nothing ready, goes at once
-        if serving or version == rejected or obs.workloads[version].ready_replicas == 0:
+        # with nothing ready, goes at once; with a router that splits requests, none goes while the route
+        # still sends it requests
+        if version in routed:
+            run.requeue.append(WAIT_FOR_READY)
+        elif serving or version == rejected or obs.workloads[version].ready_replicas == 0:
             leaving.append(version)
         else:
             run.requeue.append(WAIT_FOR_READY)
@@ -1523,6 +1677,7 @@ def _set_conditions(run: _Run) -> None:
             run.now,
             obs.generation,
         ),
+        *_traffic_condition(run),
     ]
     record = status.smoke_test
     if record is not None and record.purpose == "AfterRollback" and record.phase in ("Passed", "Failed"):
@@ -1554,4 +1709,34 @@ def refused_status(
             observed_generation=generation,
             conditions=[*_release_conditions(status.conditions, release, now, generation), *kept],
         )
+    )
+
+
+def _traffic_condition(run: _Run) -> list[Condition]:
+    """TrafficRouted, for a router that splits requests itself: False (with a Warning when it becomes so)
+    while its objects are missing, refused by the data plane, or changed by another writer."""
+    if not run.spec.rollout.routing.exact or run.status.stable is None:
+        return []
+    seen = run.obs.traffic
+    if run.route_changed:
+        reason, message = "RouteChanged", run.route_changed
+    elif seen is not None and seen.problem:
+        reason, message = seen.reason or "RouteProblem", f"{run.name}: {seen.problem}"
+    elif seen is None or run.status.traffic is None or seen.split != _as_split(run.status.traffic):
+        return [_traffic_routed(run, False, "Routing", "waiting for the router to hold the split")]
+    else:
+        return [_traffic_routed(run, True, "Routed", run.status.traffic.description or "routed")]
+    condition = _traffic_routed(run, False, reason, message)
+    old = next((c for c in run.status.conditions if c.type == ConditionType.TRAFFIC_ROUTED), None)
+    if old is None or (old.reason, old.message) != (reason, message):
+        owner = run.spec.model.owner
+        text = message + (f"; owner: {owner}" if owner else "")
+        key = f"route-{reason.lower()}-{hashlib.sha256(message.encode()).hexdigest()[:10]}"
+        run.actions.append(EmitEvent("Warning", reason, text, key=key, version=analysed_version(run.status)))
+    return [condition]
+
+
+def _traffic_routed(run: _Run, ok: bool, reason: str, message: str) -> Condition:
+    return _condition(
+        run.status.conditions, ConditionType.TRAFFIC_ROUTED, ok, reason, message, run.now, run.obs.generation
     )

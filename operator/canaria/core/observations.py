@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal
 
+from canaria.core.actions import TrafficSplit
 from canaria.core.api import MetricResult, Verdict
 from canaria.core.commands import Command
 
@@ -65,6 +66,17 @@ class AnalysisRun:
 
 
 @dataclass(frozen=True)
+class TrafficObservation:
+    """What a router saw: the split its objects hold now, what callers get, and what is wrong."""
+
+    split: TrafficSplit | None = None  # None: the router's objects hold no split of this model (yet)
+    effective_weight: int | None = None  # percent of callers the canary answers now
+    problem: str | None = None  # e.g. the HTTPRoute is missing, or no Gateway accepts it
+    reason: str | None = None  # CamelCase reason of the problem (RouteNotFound, RouteNotAccepted, ...)
+    writer: str | None = None  # the last field manager other than Canaria that wrote the routing fields
+
+
+@dataclass(frozen=True)
 class Observations:
     """Everything the engine may look at besides spec, status and the clock."""
 
@@ -81,3 +93,4 @@ class Observations:
     # The API server refused (or the shell could not build) an object this generation needs; permanent
     # until the spec changes, so the engine holds instead of retrying
     refusal: str | None = None
+    traffic: TrafficObservation | None = None  # what the router reports; None: not observed

@@ -30,6 +30,7 @@ from canaria.core.actions import (
     EmitEvent,
     RunSmokeTest,
     ScaleWorkload,
+    SetTraffic,
 )
 from canaria.core.api import ModelDeployment, SecretKeyRef
 from canaria.core.commands import Command, change_reason, parse_command
@@ -53,6 +54,8 @@ from canaria.kube.workloads import (
     smoke_job_name,
     version_service_manifest,
 )
+from canaria.routers import Router
+from canaria.routers.replicas import ReplicaRouter
 
 log = logging.getLogger("canaria.kube.cluster")
 T = TypeVar("T")
@@ -172,6 +175,7 @@ class Cluster:
     def __init__(self, api: client.ApiClient, *, instance: str | None = None) -> None:
         if type(api.rest_client) is rest.RESTClientObject:
             api.rest_client = _Utf8Apply(api.configuration)
+        self.api = api
         self.custom = client.CustomObjectsApi(api)
         self.apps = client.AppsV1Api(api)
         self.core = client.CoreV1Api(api)
@@ -338,11 +342,18 @@ class Cluster:
             elif isinstance(action, ApplyService):
                 self._apply_service(md, action, dry_run=True)
 
-    def carry_out(self, md: ModelDeployment, actions: Iterable[Any]) -> None:
-        """Apply workload and Service actions (Events are posted separately, after the status)."""
+    def carry_out(self, md: ModelDeployment, actions: Iterable[Any], router: Router | None = None) -> None:
+        """Apply workload, Service and traffic actions in the engine's order (Events are posted separately,
+        after the status)."""
         meta = md.metadata
         name, namespace = meta["name"], meta["namespace"]
+        router = router or ReplicaRouter()
         for action in actions:
+            if isinstance(action, SetTraffic):
+                if router.version_services:  # each exists before the route names it
+                    for version in sorted(action.split.versions()):
+                        self._apply_version_service(md, version)
+                call(f"patch {router.resource} {namespace}/{router.target}", router.apply, md, action.split)
             if isinstance(action, ApplyWorkload) and action.baseline:
                 self._apply_baseline(namespace, name, action)
             elif isinstance(action, ApplyWorkload):
@@ -411,6 +422,23 @@ class Cluster:
         what = f"apply services {meta['namespace']}/{meta['name']}"
         self._apply(what, self.core.patch_namespaced_service, manifest, dry_run=dry_run)
 
+    def _apply_version_service(self, md: ModelDeployment, version: str) -> None:
+        """The version's own Service `<name>-<version>`, owned by its Deployment, so it goes with it."""
+        meta = md.metadata
+        name, namespace = meta["name"], meta["namespace"]
+        deployment = deployment_name(name, version)
+        deployment_uid = self._deployment_uids.get((namespace, deployment))
+        owner = (
+            owner_deployment(deployment, deployment_uid)
+            if deployment_uid
+            else owner_reference(name, meta["uid"])
+        )
+        service = version_service_manifest(
+            md_name=name, namespace=namespace, spec=md.spec, version=version, owner=owner
+        )
+        what = f"apply services {namespace}/{service['metadata']['name']}"
+        self._apply(what, self.core.patch_namespaced_service, service, dry_run=False)
+
     @staticmethod
     def _apply(what: str, patch: Callable[..., Any], manifest: dict[str, Any], *, dry_run: bool) -> None:
         """Server-side apply (the body goes out as UTF-8: see `_Utf8Apply`)."""
@@ -452,14 +480,7 @@ class Cluster:
         is a 409 that leaves the running Job alone."""
         meta = md.metadata
         name, namespace, uid = meta["name"], meta["namespace"], meta["uid"]
-        deployment = deployment_name(name, action.version)
-        deployment_uid = self._deployment_uids.get((namespace, deployment))
-        owner = owner_deployment(deployment, deployment_uid) if deployment_uid else owner_reference(name, uid)
-        service = version_service_manifest(
-            md_name=name, namespace=namespace, spec=md.spec, version=action.version, owner=owner
-        )
-        what = f"apply services {namespace}/{service['metadata']['name']}"
-        self._apply(what, self.core.patch_namespaced_service, service, dry_run=False)
+        self._apply_version_service(md, action.version)
         job = smoke_job_manifest(
             md_name=name,
             md_uid=uid,

@@ -43,7 +43,19 @@ PERMISSIONS: tuple[Permission, ...] = (
         ("list", "watch", "create", "patch", "delete"),
         "one Deployment per model version (server-side apply: create and patch)",
     ),
-    Permission("", "services", ("get", "create", "patch"), "one Service over every version"),
+    Permission(
+        "",
+        "services",
+        ("get", "create", "patch"),
+        "one Service over every version; one per version (owned by its Deployment) for smoke tests and "
+        "Gateway API routing",
+    ),
+    Permission(
+        "gateway.networking.k8s.io",
+        "httproutes",
+        ("get", "patch"),
+        "read the HTTPRoute named by trafficRouting.gatewayAPI and set its weights (server-side apply)",
+    ),
     Permission("", "secrets", ("get",), "Prometheus bearer token and CA referenced by the spec"),
     Permission("batch", "jobs", ("get", "create"), "smoke-test Jobs (spec.rollout.smokeTest), by name"),
     Permission(

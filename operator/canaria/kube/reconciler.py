@@ -32,9 +32,10 @@ from canaria.core.observations import AnalysisRun
 from canaria.core.policy import AnalysisPolicy, PolicyError
 from canaria.core.problems import describe_errors
 from canaria.kube import telemetry as metrics
-from canaria.kube.cluster import Cluster, Conflict, Refused
+from canaria.kube.cluster import Cluster, Conflict, Refused, call
 from canaria.kube.notify import Notifier
 from canaria.providers import prometheus as prometheus_analysis
+from canaria.routers import router_for
 
 log = logging.getLogger("canaria.kube.reconciler")
 
@@ -95,6 +96,11 @@ class Reconciler:
             # here, and so does a Secret without the consent label (read while resolving the target).
             self.settings.analysis_policy.check(md.spec)
             observations = self.cluster.observe(body, command)
+            router = router_for(md, self.cluster.api)
+            traffic = call(
+                f"get {router.resource} {namespace}/{router.target}", router.observe, md, observations
+            )
+            observations = dataclasses.replace(observations, traffic=traffic)
             now = self.clock()
             if analysis_due(md.spec, md.status, observations, now):
                 observations = dataclasses.replace(observations, analysis=self._analyse(md, now))
@@ -104,7 +110,7 @@ class Reconciler:
         decision = decide(md.spec, md.status, observations, now)
         try:
             self.cluster.validate(md, decision.actions)  # dry run: nothing changes if the spec is refused
-            self.cluster.carry_out(md, decision.actions)
+            self.cluster.carry_out(md, decision.actions, router)
         except Refused as exc:
             # permanent for this generation: the engine records it and holds; what served keeps serving
             log.warning(

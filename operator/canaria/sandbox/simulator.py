@@ -27,11 +27,13 @@ changed while the simulator runs, which is how a test or the sandbox turns a hea
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any
 
@@ -276,6 +278,21 @@ class ModelServerSimulator:
         with self._lock:
             self._weights = dict(shares)
 
+    def serve(self, version: str) -> VersionServer:
+        """A real HTTP server for one version, on a free 127.0.0.1 port, for a data plane (nginx, a Gateway)
+        to send requests to: each request is answered with the version's name and counted in the version's
+        metrics as served traffic, on top of the simulated rate."""
+        if version not in self.versions:
+            self.set_version(version)
+        return VersionServer(self, version).start()
+
+    def record_request(self, version: str) -> None:
+        """Count one real request served by `version` (its metrics, as a simulated one)."""
+        with self._lock:
+            state = self._versions.get(version)
+            if state is not None:
+                self._serve(version, state, 1.0)
+
     def set_replicas(self, replicas: Mapping[str, int]) -> None:
         """Split traffic by replica counts, like one Service selecting the Pods of every version."""
         self.set_traffic({v: float(n) for v, n in replicas.items()})
@@ -350,6 +367,65 @@ def _labels(service: str, key: str) -> tuple[str, str, str]:
     """(service, version, role) of a workload key; an empty role is no label at all in Prometheus."""
     version, _, role = key.partition("@")
     return service, version, role
+
+
+class VersionServer:
+    """One version's model server answering real requests: any GET or POST gets
+    ``{"model": service, "version": version}``. `received` counts what reached it, mirrored copies too."""
+
+    def __init__(self, simulator: ModelServerSimulator, version: str) -> None:
+        self.simulator, self.version = simulator, version
+        self.received = 0
+        self._lock = threading.Lock()
+        self._server: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def port(self) -> int:
+        if self._server is None:
+            raise RuntimeError("VersionServer is not started")
+        return int(self._server.server_port)
+
+    def start(self) -> VersionServer:
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def _answer(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                if length:
+                    self.rfile.read(length)
+                with server._lock:
+                    server.received += 1
+                server.simulator.record_request(server.version)
+                body = json.dumps({"model": server.simulator.service, "version": server.version}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            do_GET = do_POST = _answer
+
+            def log_message(self, format: str, *args: Any) -> None:
+                """Quiet: a data plane test sends thousands of requests."""
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, name=f"version-server-{self.version}", daemon=True
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop serving and close the socket. Idempotent."""
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
 
 
 def _remove(metric: Any, *labels: str) -> None:
