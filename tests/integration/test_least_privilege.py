@@ -653,7 +653,7 @@ def test_removing_a_verb_is_reported_by_name(
     their own, and the operator watching one namespace (as with ``watchNamespaces``, where kopf lists and
     watches namespaces), names exactly that verb in a 403."""
     rules = [{**r, "verbs": [v for v in r["verbs"] if v != verb]} if r == rule else r for r in RULES]
-    operator = start_operator(rules=rules)
+    operator = start_operator(rules=rules, args=[f"--allowed-prometheus={PROMETHEUS['address']}"])
     user = f"system:serviceaccount:{namespace}:canaria-limited"
     named = lambda: named_denials(operator.log_path, user, {**rule, "verbs": [verb]}, namespace)  # noqa: E731
     try:

@@ -97,9 +97,7 @@ class Reconciler:
             self.settings.analysis_policy.check(md.spec)
             observations = self.cluster.observe(body, command)
             router = router_for(md, self.cluster.api)
-            traffic = call(
-                f"get {router.resource} {namespace}/{router.target}", router.observe, md, observations
-            )
+            traffic = call(f"get {router.resource} in {namespace}", router.observe, md, observations)
             observations = dataclasses.replace(observations, traffic=traffic)
             now = self.clock()
             if analysis_due(md.spec, md.status, observations, now):
