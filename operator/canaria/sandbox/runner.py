@@ -73,6 +73,10 @@ READY_DELAY = 0.5
 #: The story analyses every second; the operator's default query budget is for a shared production
 #: Prometheus, the sandbox's own local one takes this (about 20 metrics at the shortened interval).
 QUERY_BUDGET = 1200
+#: The address the examples name (a cluster's Prometheus Operator service). The sandbox's operator allows
+#: it, so `kubectl apply -f manifests/examples/...` is accepted as written; it does not resolve here, which
+#: the hints say (an example with metrics wants the sandbox's own Prometheus instead).
+EXAMPLES_PROMETHEUS = "http://prometheus-operated.monitoring:9090"
 INSTALL_COMMAND = "sudo apt-get update && sudo apt-get install -y --no-install-recommends prometheus"
 
 
@@ -375,7 +379,7 @@ class Sandbox:
             kubeconfig,
             work / "operator.log",
             prometheus=prometheus.url,
-            args=("--max-queries-per-minute", str(QUERY_BUDGET)),
+            args=("--max-queries-per-minute", str(QUERY_BUDGET), "--allowed-prometheus", EXAMPLES_PROMETHEUS),
         ).start()
         stack.callback(_timed, "operator.stop", operator.stop)
         self._header(cluster, prometheus.url, traffic, operator, script, kubeconfig)
@@ -481,7 +485,7 @@ class Sandbox:
                 f"  kubectl annotate md {name} -n {namespace} "
                 f'{SIMULATE_ANNOTATION}=\'{{"v4": {{"errorRate": 0.2}}}}\'   (make a version misbehave)\n',
                 f"Prometheus: {prometheus}. The operator uses it for every ModelDeployment without "
-                "spec.prometheus.address; the examples name http://prometheus-operated.monitoring:9090, "
+                f"spec.prometheus.address; the examples name {EXAMPLES_PROMETHEUS}, "
                 f"which does not exist here: drop that field, or set it to {prometheus}.\n",
             )
         )
