@@ -23,7 +23,7 @@ from canaria.sandbox.processes import OperatorProcess
 from canaria.sandbox.simulator import ModelServerSimulator, VersionServer
 
 from .gatewayapi import USER, Routes
-from .harness import ModelDeployments, model_deployment, wait_for
+from .harness import REPO, ModelDeployments, load_example, model_deployment, wait_for
 from .testgateway import NginxGateway
 
 ROUTE = "fraud-route"
@@ -317,3 +317,30 @@ def test_requests_through_nginx_follow_every_stage_and_none_reach_the_canary_aft
     before = received(servers)
     assert gateway.send(300) == {"v1": 300}
     assert received(servers)["v2"] == before["v2"], "after the abort no request reaches the canary"
+
+
+def test_example_04_is_applied_and_routed(
+    mds: ModelDeployments,
+    routes: Routes,
+    start_operator: Callable[..., OperatorProcess],
+    kubelet: Kubelet,
+) -> None:
+    """manifests/examples/04-gateway-api-ready.yaml as a user applies it: the route, then the
+    ModelDeployment; its first version is served through per-version weights, the user's fields kept."""
+    route, md = load_example(REPO / "manifests" / "examples" / "04-gateway-api-ready.yaml")
+    assert (route["kind"], md["kind"]) == ("HTTPRoute", "ModelDeployment")
+    routes.apply(route["metadata"]["name"], route["spec"])
+    start_operator()
+    mds.create(md)
+    name, version = md["metadata"]["name"], md["spec"]["model"]["version"]
+    mds.wait_phase(name, "Healthy", timeout=90, stable=version)
+    applied = wait_for(
+        "the route on the first version",
+        lambda: (
+            (r := routes.get("ranking"))["spec"]["rules"][0]["backendRefs"][0]["name"] == f"{name}-{version}"
+            and r
+        ),
+    )
+    assert applied["spec"]["hostnames"] == route["spec"]["hostnames"]
+    assert applied["spec"]["rules"][0]["matches"] == route["spec"]["rules"][0]["matches"]
+    assert applied["spec"]["rules"][0]["backendRefs"][0]["weight"] == 100

@@ -13,6 +13,7 @@ from canaria.cli.session import Resource
 from canaria.core.api import ModelDeploymentSpec, ModelDeploymentStatus, Phase
 from canaria.core.commands import parse_command
 from canaria.core.durations import format_duration
+from canaria.core.engine import describe_stage
 
 
 def fmt_clock(moment: datetime, tz: tzinfo = UTC) -> str:
@@ -129,7 +130,9 @@ def _what_next(
         if metrics:
             parts.append(_next_analysis(spec, status, now))
         if index + 1 < len(steps):
-            parts.append(f"then step {index + 2}/{len(steps)} at weight {steps[index + 1].weight}%")
+            nxt = steps[index + 1]
+            stage = f"at weight {nxt.weight}%" if nxt.weight else describe_stage(nxt)
+            parts.append(f"then step {index + 2}/{len(steps)} {stage}")
         else:
             bake = spec.rollout.bake
             parts.append(f"then {canary.version} is promoted" + (f" and bakes {bake}" if bake else ""))
