@@ -14,10 +14,13 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
+from canaria.cli.render import render_status
+from canaria.cli.session import Resource
 from canaria.core.actions import Decision, DeleteWorkload, EmitEvent, ScaleWorkload, SetTraffic, TrafficSplit
 from canaria.core.api import ModelDeploymentSpec, ModelDeploymentStatus, Rollout
 from canaria.core.observations import Observations
 
+from .test_ctl import text
 from .world import BAD, World, base_spec, healthy_world
 
 GATEWAY = {"trafficRouting": {"gatewayAPI": {"httpRoute": "fraud"}}}
@@ -187,3 +190,19 @@ def test_shadow_and_header_steps_need_a_router_that_routes_requests() -> None:
         base_spec(rollout={**GATEWAY, "steps": [{"mirror": 20}, {"weight": 30}, {"weight": 60}]})
     )
     assert [s.live_weight for s in spec.rollout.steps] == [0, 30, 60]
+
+
+def test_canaria_status_shows_what_callers_get_from_either_router() -> None:
+    """`canaria status` on statuses the engine produced: the replica ratio's rounding, a shadow stage."""
+    world = healthy_world()
+    world.release("v2")
+    world.run_until(at_step(0), step=5)
+    world.tick(1)
+    out = text(render_status(Resource(world.body()), world.now))
+    assert "traffic (replicas): 25% (10% asked) on v2" in out
+    world = gateway_world([{"mirror": 100, "manual": True}, {"weight": 50}])
+    world.release("v2")
+    world.run_until(at_step(0), step=1)
+    out = text(render_status(Resource(world.body()), world.now))
+    assert "traffic (gatewayAPI): 0% live, 100% mirrored on v2" in out
+    assert "then step 2/2 at weight 50%" in out

@@ -197,6 +197,9 @@ def render_status(res: Resource, now: datetime, *, prog: str = "canaria", tz: tz
     parts: list[RenderableType] = [head]
     if versions.row_count:
         parts += [Text(""), versions]
+    if (traffic := status.traffic) is not None and traffic.canary is not None and traffic.description:
+        # what callers get from the router (a replica ratio rounds a weight up to whole pods)
+        parts += [Text(""), Text(f"traffic ({traffic.router}): {traffic.description} on {traffic.canary}")]
     parts += [Text(""), *_analysis_view(res, tz)]
     if (smoke := status.smoke_test) is not None:
         what = "before traffic" if smoke.purpose == "BeforeTraffic" else "after the rollback"
