@@ -357,14 +357,8 @@ def _refuse(run: _Run, message: str) -> None:
     message = clip(message, MAX_MESSAGE)
     command = run.obs.command
     if _new_command(run) and command is not None:
-        status.last_command = CommandRecord.model_construct(
-            id=command.id,
-            action=command.action,
-            user=command.user,
-            reason=clip(command.reason) if command.reason else None,
-            at=run.now,
-            issued_at=_issued_at(command),
-            result=f"ignored: spec generation {generation} is refused",
+        status.last_command = _command_record(
+            run, command, f"ignored: spec generation {generation} is refused"
         )
     status.refused = Refusal.model_construct(generation=generation, message=message, at=run.now)
     serving = f"; {status.stable.version} keeps serving" if status.stable else "; nothing deployed"
@@ -425,15 +419,7 @@ def _handle_command(run: _Run) -> None:
     if command is None or _already_handled(status.last_command, command):
         return
     refusal = command_refusal(command.action, run.spec, status, full=command.full)
-    record = CommandRecord.model_construct(
-        id=command.id,
-        action=command.action,
-        user=command.user,
-        reason=clip(command.reason) if command.reason else None,
-        at=run.now,
-        issued_at=_issued_at(command),
-        result=f"ignored: {refusal}",
-    )
+    record = _command_record(run, command, f"ignored: {refusal}")
     result = record.result if refusal is not None else _carry_out(run, command, record)
     status.last_command = record.model_copy(update=dict(result=result))
 
@@ -471,6 +457,19 @@ def _carry_out(run: _Run, command: Command, record: CommandRecord) -> str:
     if command.full:
         return "promote requested: to 100% once the canary is ready"
     return "promote requested: ends the step once the canary is ready and an analysis run passes"
+
+
+def _command_record(run: _Run, command: Command, result: str) -> CommandRecord:
+    """What status.lastCommand says of a command handled now (its reason clipped like every reason)."""
+    return CommandRecord.model_construct(
+        id=command.id,
+        action=command.action,
+        user=command.user,
+        reason=clip(command.reason) if command.reason else None,
+        at=run.now,
+        issued_at=_issued_at(command),
+        result=result,
+    )
 
 
 def _issued_at(command: Command) -> datetime | None:
