@@ -28,21 +28,19 @@ API_ERRORS = Counter(
 )
 
 _phases: dict[tuple[str, str], str] = {}
-_labels: set[str] = set()  # every phase ever counted: one that empties must drop to 0, not linger
 _lock = threading.Lock()
 
 
 def record_phase(namespace: str, name: str, phase: str | None) -> None:
-    """Count the object under its phase (None: it is gone), keeping the per-phase gauge exact."""
+    """Count the object under its phase (None: it is gone): the gauge of its old phase goes down and its
+    new one up, so a reconcile costs the same whatever the number of objects."""
     with _lock:
         key = (namespace, name)
-        if phase is None:
-            _phases.pop(key, None)
-        else:
+        old = _phases.pop(key, None) if phase is None else _phases.get(key)
+        if old == phase:
+            return
+        if old is not None:
+            ROLLOUTS.labels(phase=old).dec()
+        if phase is not None:
             _phases[key] = phase
-            _labels.add(phase)
-        counts = dict.fromkeys(_labels, 0)
-        for value in _phases.values():
-            counts[value] += 1
-        for label, count in counts.items():
-            ROLLOUTS.labels(phase=label).set(count)
+            ROLLOUTS.labels(phase=phase).inc()
