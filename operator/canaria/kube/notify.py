@@ -84,7 +84,9 @@ class Notifier:
         self._queue: queue.Queue[tuple[str, str] | None] = queue.Queue()
         self._queued: set[tuple[str, str]] = set()
         self._lock = threading.Lock()
-        self._sent: set[tuple[str, int, str]] = set()  # (uid, seq, receiver) sent by this process
+        # (uid, seq, receiver) sent but not yet recorded in status: a failed status write must not send
+        # them again; once the cursor in status covers them they are forgotten (memory stays bounded)
+        self._sent: set[tuple[str, int, str]] = set()
         self._timers: dict[tuple[str, str], threading.Timer] = {}
         self._thread: threading.Thread | None = None
         self._session = requests.Session()
@@ -191,6 +193,10 @@ class Notifier:
         assert record is not None
         return record
 
+    def _forget_recorded(self, uid: str, records: list[NotificationRecord]) -> None:
+        cursor = {r.receiver: r.delivered_seq for r in records}
+        self._sent = {k for k in self._sent if k[0] != uid or k[1] > cursor.get(k[2], 0)}
+
     def deliver(self, namespace: str, name: str) -> None:
         """Send what is owed for one object and record it; redone from a fresh read on a conflict."""
         for _ in range(MAX_CONFLICTS):
@@ -246,9 +252,10 @@ class Notifier:
             status["notifications"] = [r.dump() for r in records]
             try:
                 self.cluster.write_status(body, status)
-                return
             except Conflict:
                 continue
+            self._forget_recorded(md.metadata.get("uid", ""), records)
+            return
         log.warning(
             "%s/%s: notification state not recorded after %d conflicts", namespace, name, MAX_CONFLICTS
         )
